@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+from distiller_zoo.registry import DistillBatch, DistillMethod
 
 
 def pool_to_match(f_s: Tensor, f_t: Tensor) -> tuple[Tensor, Tensor]:
@@ -18,3 +20,33 @@ def pool_to_match(f_s: Tensor, f_t: Tensor) -> tuple[Tensor, Tensor]:
     elif h_s < h_t:
         f_t = F.adaptive_avg_pool2d(f_t, f_s.shape[2:])
     return f_s, f_t
+
+
+def stage_maps(feat_s: list[Tensor], feat_t: list[Tensor], method: str) -> tuple[list[Tensor], list[Tensor]]:
+    """The paired stage maps ``F[1:-1]`` of both nets (``zip`` pairing, as RepDistiller).
+
+    Raises ValueError when either net has no 4-D stage map to tap.
+    """
+    maps_s, maps_t = feat_s[1:-1], feat_t[1:-1]
+    if not maps_s or not maps_t or any(f.dim() != 4 for f in (*maps_s, *maps_t)):
+        raise ValueError(f"{method} needs 4-D stage feature maps F[1:-1] from both networks")
+    n = min(len(maps_s), len(maps_t))
+    return maps_s[:n], maps_t[:n]
+
+
+class SummedGroupLoss(DistillMethod):
+    """Feeds the maps ``F[taps]`` of both nets to a RepDistiller-style group criterion
+    (lists of maps in, list of per-position losses out) and sums the losses, as RepDistiller's loop.
+
+    The teacher's maps are detached here so no criterion can send gradient into the teacher.
+    """
+
+    def __init__(self, criterion: nn.Module, taps: slice):
+        super().__init__()
+        self.criterion = criterion
+        self.taps = taps
+
+    def forward(self, batch: DistillBatch) -> Tensor:
+        g_s = batch.feat_s[self.taps]
+        g_t = [f.detach() for f in batch.feat_t[self.taps]]
+        return sum(self.criterion(g_s, g_t), batch.logit_s.new_zeros(()))
