@@ -1,0 +1,114 @@
+"""The inner loops: one training epoch and one evaluation pass."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from helper.distributed import DistInfo, all_reduce_sum
+from helper.errors import NonFiniteLoss
+from helper.runlog import Progress
+from helper.util import accuracy
+
+TERM_LABELS = {"cls": "CE", "div": "KD", "kd": "method", "init": "init-stage"}
+
+
+@dataclass
+class EpochTotals:
+    """Running sums of an epoch, kept in a checkpoint so a run resumed mid-epoch reports it whole."""
+
+    samples: int = 0
+    correct: float = 0.0
+    loss: float = 0.0
+    terms: dict[str, float] = field(default_factory=dict)
+
+    def add(self, n: int, correct: float, loss: float, terms: dict[str, float]) -> None:
+        self.samples += n
+        self.correct += correct
+        self.loss += loss * n
+        for name, value in terms.items():
+            self.terms[name] = self.terms.get(name, 0.0) + value * n
+
+    def reduced(self, info: DistInfo, device: torch.device) -> dict[str, float]:
+        """Averages over every rank's samples."""
+        names = sorted(self.terms)
+        local = torch.tensor([self.samples, self.correct, self.loss, *(self.terms[n] for n in names)],
+                             dtype=torch.float64, device=device)
+        total = all_reduce_sum(local, info).tolist()
+        n = max(total[0], 1.0)
+        row = {"train_acc": 100.0 * total[1] / n, "loss": total[2] / n}
+        row.update({f"loss_{name}": value / n for name, value in zip(names, total[3:], strict=True)})
+        return row
+
+
+def to_device(batch: Iterable, device: torch.device, channels_last: bool) -> list[Tensor]:
+    """Move a batch to the device; images in channels_last when the networks are."""
+    out = [torch.as_tensor(t).to(device, non_blocking=True) for t in batch]
+    if channels_last and out[0].dim() == 4:
+        out[0] = out[0].contiguous(memory_format=torch.channels_last)
+    return out
+
+
+def check_finite(terms: dict[str, Tensor], total: Tensor, where: str, extra: str = "") -> tuple[float, list[float]]:
+    """The total's and the terms' values (one device sync); a NaN or inf stops the run naming the term."""
+    values = torch.stack([total.detach().float(), *(t.detach().float() for t in terms.values())]).tolist()
+    for name, value in zip(terms, values[1:], strict=True):
+        if not torch.isfinite(torch.tensor(value)):
+            label = TERM_LABELS.get(name, name) + (extra if name == "kd" else "")
+            raise NonFiniteLoss(f"{label} loss is {value} at {where}; stopped without saving over the last "
+                                "good checkpoint")
+    if not torch.isfinite(torch.tensor(values[0])):
+        raise NonFiniteLoss(f"total loss is {values[0]} at {where}; stopped without saving")
+    return values[0], values[1:]
+
+
+def train_epoch(objective, loader: Iterable, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                device: torch.device, channels_last: bool, totals: EpochTotals, first_step: int,
+                progress: Progress, where: Callable[[int], str], method_label: str,
+                should_stop: Callable[[], bool], after_backward: Callable[[], None] | None = None) -> int:
+    """Train until the loader ends or a stop is requested; returns the next step's index."""
+    objective.train_mode()
+    step = first_step
+    for batch in loader:
+        batch = to_device(batch, device, channels_last)
+        logits, terms, total = objective(batch)
+        total_value, values = check_finite(terms, total, where(step), method_label)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        if after_backward is not None:
+            after_backward()
+        scaler.step(optimizer)
+        scaler.update()
+        n = batch[1].shape[0]
+        correct = logits.detach().argmax(1).eq(batch[1]).sum().item()
+        totals.add(n, correct, total_value, dict(zip(terms, values, strict=True)))
+        progress.update(step, totals.loss / totals.samples, 100.0 * totals.correct / totals.samples)
+        step += 1
+        if should_stop():
+            break
+    return step
+
+
+@torch.no_grad()
+def validate(model: nn.Module, loader: Iterable, device: torch.device, channels_last: bool, autocast,
+             info: DistInfo) -> dict[str, float]:
+    """Top-1, top-5 and CE over the loader (each rank's shard, summed over ranks)."""
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
+    for batch in loader:
+        x, y = to_device(batch, device, channels_last)[:2]
+        with autocast():
+            logits = model(x)
+        logits = logits.float()
+        top1, top5 = accuracy(logits, y, topk=(1, 5))
+        n = y.shape[0]
+        sums += torch.tensor([n, top1.item() * n / 100.0, top5.item() * n / 100.0,
+                              F.cross_entropy(logits, y, reduction="sum").item()],
+                             dtype=torch.float64, device=device)
+    n, c1, c5, loss = all_reduce_sum(sums, info).tolist()
+    n = max(n, 1.0)
+    return {"test_acc": 100.0 * c1 / n, "test_acc_top5": 100.0 * c5 / n, "test_loss": loss / n}

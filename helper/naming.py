@@ -1,0 +1,36 @@
+"""Run-folder names and teacher-architecture discovery, as RepDistiller names them."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+_STUDENT_FOLDER = re.compile(r"^S[:~](.+?)_T[:~]")
+
+
+def teacher_run_name(opt: argparse.Namespace) -> str:
+    return f"{opt.model}_{opt.dataset}_lr_{opt.learning_rate}_decay_{opt.weight_decay}_trial_{opt.trial}"
+
+
+def student_run_name(opt: argparse.Namespace) -> str:
+    return (
+        f"S:{opt.model_s}_T:{opt.model_t}_{opt.dataset}_{opt.distill}"
+        f"_r:{opt.gamma}_a:{opt.alpha}_b:{opt.beta}_{opt.trial}"
+    )
+
+
+def arch_from_path(path: str | Path, known: list[str]) -> str | None:
+    """The architecture a checkpoint's folder is named after, or None.
+
+    RepDistiller splits the parent folder on '_' and keeps the first token ('wrn' keeps three),
+    which misreads names that contain '_' (MobileNetV2_Imagenet) and its own student folders. We
+    match the longest known model name that prefixes the folder name instead, and read the
+    student name out of ``S:<name>_T:...`` folders.
+    """
+    folder = Path(path).resolve().parent.name
+    match = _STUDENT_FOLDER.match(folder)
+    if match and match.group(1) in known:
+        return match.group(1)
+    candidates = [name for name in known if folder == name or folder.startswith(name + "_")]
+    return max(candidates, key=len) if candidates else None

@@ -1,0 +1,83 @@
+"""Command-line options: RepDistiller's flags and defaults, plus ours, validated in one place."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn
+
+from dataset import add_data_args
+from helper.errors import EXIT_USAGE
+
+# RepDistiller trains these students at lr 0.01 instead of 0.05.
+LOW_LR_MODELS = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line instead of usage plus error."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _decay_epochs(text: str) -> list[int]:
+    try:
+        epochs = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a comma-separated list of epochs, e.g. 150,180,210") from None
+    if any(e <= 0 for e in epochs):
+        raise argparse.ArgumentTypeError(f"'{text}': decay epochs must be positive")
+    return epochs
+
+
+def add_training_args(parser: argparse.ArgumentParser) -> None:
+    """Flags both scripts share: schedule, data, speed, outputs, resuming."""
+    g = parser.add_argument_group("schedule (RepDistiller's defaults)")
+    g.add_argument("--print_freq", type=int, default=100, help="print every N steps (when not on a terminal)")
+    g.add_argument("--tb_freq", type=int, default=500, help="kept for RepDistiller compatibility")
+    g.add_argument("--save_freq", type=int, default=40, help="save ckpt_epoch_N.pth every N epochs")
+    g.add_argument("--batch_size", type=int, default=64, help="per-process batch size")
+    g.add_argument("--epochs", type=int, default=240)
+    g.add_argument("--learning_rate", type=float, default=None,
+                   help="default 0.05, or 0.01 for MobileNetV2/ShuffleV1/ShuffleV2 (as RepDistiller)")
+    g.add_argument("--lr_decay_epochs", type=_decay_epochs, default=[150, 180, 210], help="e.g. 150,180,210")
+    g.add_argument("--lr_decay_rate", type=float, default=0.1)
+    g.add_argument("--weight_decay", type=float, default=5e-4)
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--seed", type=int, default=None, help="random seed (default: drawn once and stored)")
+    add_data_args(parser)
+
+    s = parser.add_argument_group("speed")
+    s.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    s.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                   help="auto: bf16 autocast where the hardware runs it fast, else fp32")
+    s.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,
+                   help="channels_last memory format for the networks")
+    s.add_argument("--loader", default="auto", choices=["auto", "memory", "torchvision"],
+                   help="memory: whole train set as a tensor, augmented per batch on the device; "
+                        "torchvision: RepDistiller's per-image pipeline; auto: memory where the data set allows")
+    s.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    s.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm under torchrun")
+
+    o = parser.add_argument_group("outputs and resuming")
+    o.add_argument("--resume", nargs="?", const="auto", default=None,
+                   help="continue a run: a ckpt_last.pth path, or 'auto' (this run folder's)")
+    o.add_argument("--overwrite", action="store_true", help="start over in a run folder that holds a run")
+
+
+def validate_training_args(opt: argparse.Namespace, parser: argparse.ArgumentParser, model: str) -> None:
+    """Refuse values that cannot train, in one line each; fill model-dependent defaults."""
+    for name in ("epochs", "batch_size", "save_freq", "print_freq"):
+        if getattr(opt, name) <= 0:
+            parser.error(f"--{name} must be positive, got {getattr(opt, name)}")
+    if opt.learning_rate is None:
+        opt.learning_rate = 0.01 if model in LOW_LR_MODELS else 0.05
+    if opt.learning_rate <= 0:
+        parser.error(f"--learning_rate must be positive, got {opt.learning_rate}")
+    for name in ("lr_decay_rate", "weight_decay", "momentum"):
+        if getattr(opt, name) < 0:
+            parser.error(f"--{name} must not be negative, got {getattr(opt, name)}")
+    if opt.num_workers < 0:
+        parser.error(f"--num_workers must not be negative, got {opt.num_workers}")

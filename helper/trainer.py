@@ -1,0 +1,271 @@
+"""The epoch driver both scripts share: stages, checkpoints, resuming, signals, reporting."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from helper.checkpoint import atomic_save, atomic_text, safe_load
+from helper.distributed import DistInfo, all_reduce_sum
+from helper.engine import EpochTotals, train_epoch, validate
+from helper.errors import EXIT_PREEMPTED, UserError
+from helper.rng import capture_rng, restore_rng
+from helper.runlog import MetricsLog, Progress, TensorBoard
+from helper.setup import Runtime
+
+RESUME_FILE = "ckpt_last.pth"
+RESULTS_FILE = "results.json"
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class Stage:
+    """One phase of training with its own optimizer: a method's init stage, or the main stage."""
+
+    name: str
+    epochs: int
+    objective: object
+    optimizer: torch.optim.Optimizer
+    lr_for_epoch: Callable[[int], float]
+    evaluate: bool
+
+
+@dataclass
+class Position:
+    """Where a run stands: the stage and epoch it is in, and steps done in that epoch (None: all)."""
+
+    stage: str
+    epoch: int
+    step: int | None = None
+
+
+@dataclass
+class RunOutputs:
+    """Where a run writes, and what RepDistiller's checkpoint files are called there."""
+
+    folder: Path
+    tb_folder: Path
+    arch: str
+    save_optimizer: bool  # RepDistiller's teacher files carry the optimizer; its student files do not
+    command: str = field(default_factory=lambda: " ".join(sys.argv))
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+
+def prepare_outputs(out: RunOutputs, opt: argparse.Namespace, info: DistInfo) -> Path | None:
+    """Check the run folder before anything trains; returns the checkpoint to resume from, if any.
+
+    A folder that holds a run is never overwritten silently: it takes ``--resume`` or ``--overwrite``.
+    """
+    resume_file = out.path(RESUME_FILE)
+    if opt.resume is not None:
+        path = resume_file if opt.resume == "auto" else Path(opt.resume)
+        if not path.is_file():
+            raise UserError(f"--resume: no checkpoint at {path} (nothing to resume)")
+        return path
+    held = [name for name in (RESULTS_FILE, RESUME_FILE) if out.path(name).exists()]
+    if held and not opt.overwrite:
+        state = "a finished run" if RESULTS_FILE in held else "an unfinished run"
+        raise UserError(f"{out.folder} already holds {state}; pass --resume to continue it or --overwrite "
+                        "to start over")
+    if info.is_main:
+        try:
+            out.folder.mkdir(parents=True, exist_ok=True)
+            out.tb_folder.mkdir(parents=True, exist_ok=True)
+            probe = out.folder / ".write_test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise UserError(f"cannot write to the run folder {out.folder}: {exc.strerror or exc}") from exc
+        if held:  # --overwrite: the old run's files go, so its curves and rows do not mix with the new
+            for name in (RESULTS_FILE, RESUME_FILE, METRICS_FILE):
+                out.path(name).unlink(missing_ok=True)
+            for event in out.tb_folder.rglob("events.out.tfevents.*"):
+                event.unlink()
+    return None
+
+
+class StopRequest:
+    """SIGTERM/SIGINT set a flag; the loop finishes its step, checkpoints and exits."""
+
+    def __init__(self, info: DistInfo, device: torch.device):
+        self.signal_name: str | None = None
+        self.info, self.device = info, device
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self.signal_name = signal.Signals(signum).name
+
+    def __call__(self) -> bool:
+        """Whether to stop after this step (agreed by every rank, so none waits on another)."""
+        flag = torch.tensor([1.0 if self.signal_name else 0.0], device=self.device)
+        return bool(all_reduce_sum(flag, self.info).item() > 0)
+
+
+class Trainer:
+    """Runs the stages epoch by epoch; writes checkpoints, metrics, TensorBoard and the results."""
+
+    def __init__(self, *, opt: argparse.Namespace, out: RunOutputs, model: nn.Module, extra_state: nn.Module | None,
+                 stages: list[Stage], train_loader, val_loader: Iterable, eval_model: nn.Module, rt: Runtime,
+                 scaler: torch.amp.GradScaler, method_label: str = "",
+                 after_backward: Callable[[], None] | None = None):
+        self.opt, self.out, self.model, self.extra_state = opt, out, model, extra_state
+        self.stages, self.train_loader, self.val_loader = stages, train_loader, val_loader
+        self.eval_model = eval_model
+        self.device, self.channels_last, self.autocast = rt.device, rt.channels_last, rt.autocast
+        self.scaler, self.info, self.method_label = scaler, rt.info, method_label
+        self.after_backward = after_backward
+        self.best_acc = 0.0
+        self.last_acc = 0.0
+        self.stop = StopRequest(rt.info, rt.device)
+
+    # ----- checkpoint state -------------------------------------------------------------------
+    def _resume_state(self, stage: Stage, position: Position, totals: EpochTotals) -> dict:
+        return {
+            "format": 1, "arch": self.out.arch, "opt": vars(self.opt),
+            "model": self.model.state_dict(),
+            "extra": self.extra_state.state_dict() if self.extra_state is not None else None,
+            "optimizer": stage.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+            "stage": position.stage, "epoch": position.epoch, "step": position.step,
+            "totals": vars(totals), "best_acc": self.best_acc, "last_acc": self.last_acc,
+            "rng": capture_rng(),
+        }
+
+    def _save_resume(self, stage: Stage, position: Position, totals: EpochTotals) -> None:
+        if self.info.is_main:
+            atomic_save(self._resume_state(stage, position, totals), self.out.path(RESUME_FILE))
+
+    def _load_resume(self, path: Path) -> tuple[Position, EpochTotals, dict]:
+        state = safe_load(path)
+        if state.get("format") != 1 or "stage" not in state:
+            raise UserError(f"{path} is not a resumable checkpoint (resume takes a ckpt_last.pth)")
+        if state["arch"] != self.out.arch:
+            raise UserError(f"{path} is a run of '{state['arch']}', not '{self.out.arch}'")
+        names = [s.name for s in self.stages]
+        if state["stage"] not in names:
+            raise UserError(f"{path} stopped in stage '{state['stage']}', which this run does not have")
+        self.model.load_state_dict(state["model"])
+        if self.extra_state is not None and state["extra"] is not None:
+            self.extra_state.load_state_dict(state["extra"])
+        self.stages[names.index(state["stage"])].optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.best_acc, self.last_acc = state["best_acc"], state["last_acc"]
+        return Position(state["stage"], state["epoch"], state["step"]), EpochTotals(**state["totals"]), state
+
+    def _save_model_file(self, name: str, payload: dict, optimizer: torch.optim.Optimizer) -> None:
+        """RepDistiller's best/periodic/last files (plus 'arch', which its loaders ignore)."""
+        if not self.info.is_main:
+            return
+        payload = {**payload, "model": self.model.state_dict(), "arch": self.out.arch}
+        if self.out.save_optimizer:
+            payload["optimizer"] = optimizer.state_dict()
+        atomic_save(payload, self.out.path(name))
+
+    # ----- the loop -----------------------------------------------------------------------------
+    def fit(self, resume_from: Path | None) -> None:
+        position, totals, rng = Position(self.stages[0].name, 1, 0), EpochTotals(), None
+        if resume_from is not None:
+            position, totals, state = self._load_resume(resume_from)
+            rng = state["rng"]
+            print(f"=> resumed from {resume_from} ({position.stage} stage, epoch {position.epoch}"
+                  + (f", step {position.step}" if position.step is not None else ", complete") + ")")
+        resume_at = (position.stage, position.epoch) if resume_from is not None else None
+        if resume_from is not None and position.step is not None:
+            resume_at = (position.stage, position.epoch - 1)
+        metrics = MetricsLog(self.out.path(METRICS_FILE), resume_at) if self.info.is_main else None
+        tb = TensorBoard(self.out.tb_folder, resume_at) if self.info.is_main else None
+        if rng is not None:
+            restore_rng(rng)
+
+        start_index = [s.name for s in self.stages].index(position.stage)
+        try:
+            for index in range(start_index, len(self.stages)):
+                stage = self.stages[index]
+                first_epoch, first_step = 1, 0
+                if index == start_index and resume_from is not None:
+                    if position.step is None:
+                        first_epoch = position.epoch + 1
+                    else:
+                        first_epoch, first_step = position.epoch, position.step
+                for epoch in range(first_epoch, stage.epochs + 1):
+                    if not (epoch == first_epoch and first_step):
+                        totals = EpochTotals()
+                    self._run_epoch(index, stage, epoch, first_step if epoch == first_epoch else 0, totals,
+                                    metrics, tb)
+        finally:
+            if tb is not None:
+                tb.close()
+        self._finish()
+
+    def _run_epoch(self, index: int, stage: Stage, epoch: int, first_step: int, totals: EpochTotals,
+                   metrics: MetricsLog | None, tb: TensorBoard | None) -> None:
+        lr = stage.lr_for_epoch(epoch)
+        for group in stage.optimizer.param_groups:
+            group["lr"] = lr
+        self.train_loader.set_position(index * 100_000 + epoch, first_step)
+        label = f"Epoch: [{epoch}]" if stage.name == "main" else f"Init epoch: [{epoch}]"
+        progress = Progress(label, len(self.train_loader), self.opt.print_freq, enabled=self.info.is_main)
+        print("==> training..." if stage.name == "main" else f"==> {stage.name} stage...")
+        time1 = time.time()
+        step = train_epoch(
+            stage.objective, self.train_loader, stage.optimizer, self.scaler, self.device, self.channels_last,
+            totals, first_step, progress, lambda s: f"{stage.name} epoch {epoch}, step {s}",
+            self.method_label, self.stop, self.after_backward,
+        )
+        epoch_time = time.time() - time1
+        if self.stop.signal_name is not None and step < len(self.train_loader):
+            self._stop(stage, Position(stage.name, epoch, step), totals)
+        print(f"epoch {epoch}, total time {epoch_time:.2f}")
+        row = {"stage": stage.name, "epoch": epoch, "lr": lr, **totals.reduced(self.info, self.device),
+               "epoch_time": epoch_time}
+        if stage.evaluate:
+            row.update(validate(self.eval_model, self.val_loader, self.device, self.channels_last,
+                                self.autocast, self.info))
+            print(f" * Acc@1 {row['test_acc']:.3f} Acc@5 {row['test_acc_top5']:.3f}")
+            self.last_acc = row["test_acc"]
+            if row["test_acc"] > self.best_acc:
+                self.best_acc = row["test_acc"]
+                print("saving the best model!")
+                self._save_model_file(f"{self.out.arch}_best.pth", {"epoch": epoch, "best_acc": self.best_acc},
+                                      stage.optimizer)
+            if epoch % self.opt.save_freq == 0:
+                print("==> Saving...")
+                self._save_model_file(f"ckpt_epoch_{epoch}.pth", {"epoch": epoch, "accuracy": row["test_acc"]},
+                                      stage.optimizer)
+        if metrics is not None:
+            metrics.append(row)
+            tb.log(stage.name, epoch, {k: v for k, v in row.items() if k not in ("stage", "epoch")})
+        self._save_resume(stage, Position(stage.name, epoch), totals)
+        if self.stop.signal_name is not None:
+            self._stop(stage, Position(stage.name, epoch), totals)
+
+    def _stop(self, stage: Stage, position: Position, totals: EpochTotals) -> None:
+        """Checkpoint where the signal found us (mid-epoch or after it) and exit saying how to go on."""
+        self._save_resume(stage, position, totals)
+        where = f"epoch {position.epoch}" + (f", step {position.step}" if position.step is not None else "")
+        print(f"stopped by {self.stop.signal_name} in the {position.stage} stage at {where}; checkpoint "
+              f"saved to {self.out.path(RESUME_FILE)}. Resume with: {self.out.command} --resume auto",
+              flush=True)
+        sys.exit(EXIT_PREEMPTED)
+
+    def _finish(self) -> None:
+        main = self.stages[-1]
+        self._save_model_file(f"{self.out.arch}_last.pth", {"opt": vars(self.opt)}, main.optimizer)
+        print(f"best accuracy: {self.best_acc:.2f}")
+        if self.info.is_main:
+            atomic_text(self.out.path(RESULTS_FILE), json.dumps(
+                {"best_acc": self.best_acc, "last_acc": self.last_acc, "epochs": main.epochs}, indent=1) + "\n")
+        print(f"last accuracy: {self.last_acc:.2f}")

@@ -1,0 +1,173 @@
+"""Distil a teacher into a student with any registered method.
+
+    python train_student.py --path_t ./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth \\
+        --distill kd --model_s resnet8x4 -r 0.1 -a 0.9 -b 0 --trial 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from dataset import DatasetUnavailable, build_data
+from distiller_zoo.registry import MethodContext, MethodSpec, Weights, get_method, method_names
+from helper.checkpoint import load_strict, safe_load, state_dict_of
+from helper.distributed import gradient_averager
+from helper.engine import validate
+from helper.errors import UserError, as_user_errors, run_cli
+from helper.naming import arch_from_path, student_run_name
+from helper.objectives import DistillObjective, InitObjective
+from helper.options import OneLineParser, add_training_args, validate_training_args
+from helper.setup import Runtime, build_train_loader, build_val_loader, place_model, setup_runtime, wrap_ddp
+from helper.trainer import RunOutputs, Stage, Trainer, prepare_outputs
+from helper.util import lr_at_epoch
+from models import IMAGENET_MODELS, build_model, model_dict
+
+
+def parse_option(argv: list[str] | None = None) -> tuple[argparse.Namespace, MethodSpec]:
+    parser = OneLineParser(prog="train_student.py", description="distil a teacher into a student")
+    parser.add_argument("--path_t", default=None, help="teacher checkpoint ({'model': state_dict, ...})")
+    parser.add_argument("--model_t", default=None,
+                        help="teacher architecture (default: stored in the checkpoint or read from its folder)")
+    parser.add_argument("--model_s", default="resnet8", help=f"one of: {', '.join(model_dict)}")
+    parser.add_argument("--distill", default="kd", help=f"one of: {', '.join(method_names())}")
+    parser.add_argument("--trial", default="1", help="experiment id, part of the run folder name")
+    w = parser.add_argument_group("loss weights (default: the method's, as RepDistiller's scripts)")
+    w.add_argument("-r", "--gamma", type=float, default=None, help="weight of the cross-entropy loss")
+    w.add_argument("-a", "--alpha", type=float, default=None, help="weight of the KD loss")
+    w.add_argument("-b", "--beta", type=float, default=None, help="weight of the method's own loss")
+    m = parser.add_argument_group("method settings (RepDistiller's defaults)")
+    m.add_argument("--kd_T", type=float, default=4, help="temperature for KD")
+    m.add_argument("--init_epochs", type=int, default=30, help="epochs of the init stage (AB, FSP, FT)")
+    m.add_argument("--hint_layer", type=int, default=2, help="FitNet: index of the tapped feature")
+    m.add_argument("--feat_dim", type=int, default=128, help="embedding size (CRD, CC)")
+    m.add_argument("--mode", default="exact", choices=["exact", "relax"], help="CRD positive sampling")
+    m.add_argument("--nce_k", type=int, default=16384, help="CRD: negatives per sample")
+    m.add_argument("--nce_t", type=float, default=0.07, help="CRD: temperature")
+    m.add_argument("--nce_m", type=float, default=0.5, help="CRD: memory momentum")
+    add_training_args(parser)
+    opt = parser.parse_args(argv)
+
+    try:
+        spec = get_method(opt.distill)
+    except ValueError as exc:
+        parser.error(str(exc))
+    opt.distill = spec.name
+    if opt.model_s not in model_dict:
+        parser.error(f"unknown --model_s '{opt.model_s}'; choose one of: {', '.join(model_dict)}")
+    if opt.model_t is not None and opt.model_t not in model_dict:
+        parser.error(f"unknown --model_t '{opt.model_t}'; choose one of: {', '.join(model_dict)}")
+    if opt.path_t is None:
+        parser.error("--path_t is required: the teacher checkpoint to distil from")
+    validate_training_args(opt, parser, opt.model_s)
+    for flag, value in (("-r", opt.gamma), ("-a", opt.alpha), ("-b", opt.beta)):
+        if value is not None and value < 0:
+            parser.error(f"{flag} must not be negative, got {value}")
+    defaults = spec.weights
+    opt.gamma = defaults.gamma if opt.gamma is None else opt.gamma
+    opt.alpha = defaults.alpha if opt.alpha is None else opt.alpha
+    opt.beta = defaults.beta if opt.beta is None else opt.beta
+    for name in ("kd_T", "nce_k", "nce_t", "feat_dim"):
+        if getattr(opt, name) <= 0:
+            parser.error(f"--{name} must be positive, got {getattr(opt, name)}")
+    if opt.init_epochs < 0:
+        parser.error(f"--init_epochs must not be negative, got {opt.init_epochs}")
+    if not 0 <= opt.nce_m <= 1:
+        parser.error(f"--nce_m must be in [0, 1], got {opt.nce_m}")
+    opt.model_path = "./save/student_model"
+    opt.tb_path = "./save/student_tensorboards"
+    return opt, spec
+
+
+def teacher_arch(opt: argparse.Namespace, checkpoint: dict) -> str:
+    """--model_t, else the checkpoint's 'arch', else the folder name (RepDistiller's convention)."""
+    arch = opt.model_t or checkpoint.get("arch") or arch_from_path(opt.path_t, list(model_dict))
+    if arch is None:
+        raise UserError(f"cannot tell the teacher's architecture from {opt.path_t}; pass --model_t")
+    if arch not in model_dict:
+        raise UserError(f"the teacher checkpoint names architecture '{arch}', which is not a known model")
+    return arch
+
+
+def load_teacher(opt: argparse.Namespace, num_classes: int) -> torch.nn.Module:
+    checkpoint = safe_load(opt.path_t)
+    opt.model_t = teacher_arch(opt, checkpoint)
+    teacher = build_model(opt.model_t, num_classes)
+    load_strict(teacher, state_dict_of(checkpoint, opt.path_t), opt.path_t, opt.model_t)
+    return teacher
+
+
+def build_method(spec: MethodSpec, student, teacher, opt: argparse.Namespace, bundle):
+    """Build the method from both networks' feature shapes on a dummy batch, as RepDistiller."""
+    size = bundle.image_size or (224 if opt.model_s in IMAGENET_MODELS else 32)
+    data = torch.randn(2, 3, size, size)
+    student.eval()
+    teacher.eval()
+    with torch.no_grad():
+        feat_s, logit_s = student(data, is_feat=True, preact=spec.preact)
+        feat_t, logit_t = teacher(data, is_feat=True, preact=spec.preact)
+    ctx = MethodContext(student=student, teacher=teacher, feat_s=list(feat_s), feat_t=list(feat_t),
+                        logit_s=logit_s, logit_t=logit_t, opt=opt, n_data=len(bundle.train),
+                        num_classes=bundle.num_classes)
+    with as_user_errors(ValueError):
+        return spec.build(ctx)
+
+
+def make_stages(opt, spec: MethodSpec, student, train_student, teacher, method, rt: Runtime) -> list[Stage]:
+    """The init stage when the method has one, then distillation."""
+    stages = []
+    init = method.init_stage(student)
+    if init is not None and opt.init_epochs > 0:
+        modules = list(init.modules) + ([student.get_feat_modules()] if init.student_trunk else [])
+        params = [p for module in modules for p in module.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=init.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+        objective = InitObjective(train_student, teacher, spec, init, rt.autocast)
+        stages.append(Stage("init", opt.init_epochs, objective, optimizer, lambda epoch: init.lr, evaluate=False))
+    params = itertools.chain(student.parameters(), method.main_parameters())
+    optimizer = torch.optim.SGD(params, lr=opt.learning_rate, momentum=opt.momentum, weight_decay=opt.weight_decay)
+    weights = Weights(opt.gamma, opt.alpha, opt.beta)
+    objective = DistillObjective(train_student, teacher, method, spec, weights, opt.kd_T, rt.autocast)
+    stages.append(Stage("main", opt.epochs, objective, optimizer, partial(lr_at_epoch, opt=opt), evaluate=True))
+    return stages
+
+
+def main(argv: list[str] | None = None) -> None:
+    opt, spec = parse_option(argv)
+    rt = setup_runtime(opt)
+    with as_user_errors(ValueError, DatasetUnavailable):
+        bundle = build_data(opt)
+        teacher = load_teacher(opt, bundle.num_classes)
+        student = build_model(opt.model_s, bundle.num_classes)
+    if spec.needs_contrast and opt.nce_k >= len(bundle.train):
+        raise UserError(f"--nce_k {opt.nce_k} must be smaller than the training set ({len(bundle.train)} samples)")
+    opt.model_name = student_run_name(opt)
+    opt.save_folder = str(Path(opt.model_path) / opt.model_name)
+    opt.tb_folder = str(Path(opt.tb_path) / opt.model_name)
+    out = RunOutputs(Path(opt.save_folder), Path(opt.tb_folder), opt.model_s, save_optimizer=False)
+    resume = prepare_outputs(out, opt, rt.info)
+    method = build_method(spec, student, teacher, opt, bundle)
+
+    train_loader = build_train_loader(opt, bundle, "crd" if spec.needs_contrast else "instance", rt)
+    val_loader = build_val_loader(opt, bundle, rt)
+    teacher = place_model(teacher, rt).eval().requires_grad_(False)
+    student = place_model(student, rt)
+    method = method.to(rt.device)
+    if rt.info.is_main and resume is None:
+        acc = validate(teacher, val_loader, rt.device, rt.channels_last, rt.autocast, rt.info)["test_acc"]
+        print(f"teacher accuracy: {acc:.2f}")
+
+    has_init = method.init_stage(student) is not None
+    train_student = wrap_ddp(student, rt, opt.sync_bn, find_unused=has_init)
+    stages = make_stages(opt, spec, student, train_student, teacher, method, rt)
+    method_params = [p for p in method.parameters() if p.requires_grad]
+    Trainer(opt=opt, out=out, model=student, extra_state=method, stages=stages, train_loader=train_loader,
+            val_loader=val_loader, eval_model=student, rt=rt, scaler=rt.grad_scaler(),
+            method_label=f" ({spec.name})", after_backward=gradient_averager(method_params, rt.info)).fit(resume)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,63 @@
+"""Train a network from scratch on the labels alone (the teachers, and the no-distillation baselines).
+
+    python train_teacher.py --model resnet32x4
+"""
+
+from __future__ import annotations
+
+import argparse
+from functools import partial
+from pathlib import Path
+
+import torch
+
+from dataset import DatasetUnavailable, build_data
+from helper.errors import as_user_errors, run_cli
+from helper.naming import teacher_run_name
+from helper.objectives import SupervisedObjective
+from helper.options import OneLineParser, add_training_args, validate_training_args
+from helper.setup import build_train_loader, build_val_loader, place_model, setup_runtime, wrap_ddp
+from helper.trainer import RunOutputs, Stage, Trainer, prepare_outputs
+from helper.util import lr_at_epoch
+from models import build_model, model_dict
+
+
+def parse_option(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = OneLineParser(prog="train_teacher.py", description="train a network on the labels alone")
+    parser.add_argument("--model", default="resnet110", help=f"one of: {', '.join(model_dict)}")
+    parser.add_argument("-t", "--trial", default="0", help="experiment id, part of the run folder name")
+    add_training_args(parser)
+    opt = parser.parse_args(argv)
+    if opt.model not in model_dict:
+        parser.error(f"unknown --model '{opt.model}'; choose one of: {', '.join(model_dict)}")
+    validate_training_args(opt, parser, opt.model)
+    opt.model_path = "./save/models"
+    opt.tb_path = "./save/tensorboard"
+    opt.model_name = teacher_run_name(opt)
+    opt.save_folder = str(Path(opt.model_path) / opt.model_name)
+    opt.tb_folder = str(Path(opt.tb_path) / opt.model_name)
+    return opt
+
+
+def main(argv: list[str] | None = None) -> None:
+    opt = parse_option(argv)
+    rt = setup_runtime(opt)
+    with as_user_errors(ValueError, DatasetUnavailable):
+        bundle = build_data(opt)
+        model = build_model(opt.model, bundle.num_classes)
+    out = RunOutputs(Path(opt.save_folder), Path(opt.tb_folder), opt.model, save_optimizer=True)
+    resume = prepare_outputs(out, opt, rt.info)
+    train_loader = build_train_loader(opt, bundle, "plain", rt)
+    val_loader = build_val_loader(opt, bundle, rt)
+
+    model = place_model(model, rt)
+    optimizer = torch.optim.SGD(model.parameters(), lr=opt.learning_rate, momentum=opt.momentum,
+                                weight_decay=opt.weight_decay)
+    objective = SupervisedObjective(wrap_ddp(model, rt, opt.sync_bn), rt.autocast)
+    stage = Stage("main", opt.epochs, objective, optimizer, partial(lr_at_epoch, opt=opt), evaluate=True)
+    Trainer(opt=opt, out=out, model=model, extra_state=None, stages=[stage], train_loader=train_loader,
+            val_loader=val_loader, eval_model=model, rt=rt, scaler=rt.grad_scaler()).fit(resume)
+
+
+if __name__ == "__main__":
+    run_cli(main)
