@@ -1,0 +1,1 @@
+"""Contrastive Representation Distillation (CRD): memory banks, loss and negative sampling."""

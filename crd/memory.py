@@ -1,0 +1,97 @@
+"""CRD's memory: two momentum-updated banks of embeddings that supply the negatives.
+
+As RepDistiller's ``crd/memory.py`` in behaviour and state (``params``, ``memory_v1``,
+``memory_v2`` buffers), but device-agnostic: everything follows the device the module is moved
+to, and the frozen normalisers Z live in the ``params`` buffer so a resumed run keeps them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+# Slots of the ``params`` buffer, RepDistiller's layout: [K, T, Z_v1, Z_v2, momentum].
+# Z < 0 means "not set yet"; it is set from the first batch and then frozen.
+_K, _T, _Z_V1, _Z_V2, _MOMENTUM = range(5)
+
+
+class ContrastMemory(nn.Module):
+    """Banks ``memory_v1`` (student side) and ``memory_v2`` (teacher side), ``outputSize`` x ``inputSize``.
+
+    ``forward(v1, v2, y, idx)`` scores each anchor against the other side's bank entries at
+    ``idx`` (``[B, K+1]``, positive first) and returns ``(out_v1, out_v2)``, each ``[B, K+1, 1]``:
+    ``out_v1 = exp(M_v2[idx]·v1 / T) / Z_v1`` (student anchor), ``out_v2 = exp(M_v1[idx]·v2 / T) / Z_v2``.
+    Then the banks move towards the batch at its dataset indices ``y``.
+    """
+
+    def __init__(self, inputSize: int, outputSize: int, K: int, T: float = 0.07, momentum: float = 0.5):
+        super().__init__()
+        self.nLem = outputSize
+        self.K = K
+        self.multinomial = AliasMethod(torch.ones(outputSize))
+        self.register_buffer("params", torch.tensor([K, T, -1, -1, momentum]))
+        stdv = 1.0 / math.sqrt(inputSize / 3)
+        self.register_buffer("memory_v1", torch.rand(outputSize, inputSize).mul_(2 * stdv).add_(-stdv))
+        self.register_buffer("memory_v2", torch.rand(outputSize, inputSize).mul_(2 * stdv).add_(-stdv))
+
+    def forward(self, v1: Tensor, v2: Tensor, y: Tensor, idx: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        batch, dim = v1.shape
+        if idx is None:
+            # RepDistiller's fallback: K+1 unigram draws per anchor, slot 0 its own index.
+            idx = self.multinomial.draw(batch * (self.K + 1)).view(batch, -1)
+            idx[:, 0] = y
+        idx = idx.to(self.memory_v1.device)
+        v1, v2 = v1.to(self.memory_v1.dtype), v2.to(self.memory_v1.dtype)
+        temperature = self.params[_T]
+        weight_v2 = self.memory_v2[idx.reshape(-1)].view(batch, -1, dim)
+        out_v1 = torch.exp(torch.bmm(weight_v2, v1.unsqueeze(2)) / temperature)
+        weight_v1 = self.memory_v1[idx.reshape(-1)].view(batch, -1, dim)
+        out_v2 = torch.exp(torch.bmm(weight_v1, v2.unsqueeze(2)) / temperature)
+
+        with torch.no_grad():
+            # Z = mean(exp(score / T)) * N on the first batch, a constant afterwards. torch.where keeps
+            # it on the device (no host sync) and leaves a Z that is set (or restored) untouched.
+            first = torch.stack([out_v1.mean(), out_v2.mean()]) * self.nLem
+            z = self.params[_Z_V1 : _Z_V2 + 1]
+            z.copy_(torch.where(z < 0, first, z))
+        out_v1 = (out_v1 / z[0]).contiguous()
+        out_v2 = (out_v2 / z[1]).contiguous()
+
+        with torch.no_grad():
+            momentum = self.params[_MOMENTUM]
+            for bank, v in ((self.memory_v1, v1), (self.memory_v2, v2)):
+                mixed = bank[y] * momentum + v * (1 - momentum)
+                bank.index_copy_(0, y, mixed / mixed.pow(2).sum(1, keepdim=True).sqrt())
+        return out_v1, out_v2
+
+
+class AliasMethod(nn.Module):
+    """Walker's alias table for O(1) draws from a fixed discrete distribution ``probs``.
+
+    The table is two non-persistent buffers, so it follows the module's device (RepDistiller
+    moves it with an explicit ``.cuda()``) and is rebuilt, not saved: it is a function of ``probs``.
+    """
+
+    def __init__(self, probs: Tensor):
+        super().__init__()
+        scaled = (probs.double() / probs.double().sum() * probs.numel()).tolist()
+        prob = [1.0] * len(scaled)
+        alias = list(range(len(scaled)))
+        small = [i for i, p in enumerate(scaled) if p < 1.0]
+        large = [i for i, p in enumerate(scaled) if p >= 1.0]
+        while small and large:
+            lo, hi = small.pop(), large.pop()
+            prob[lo], alias[lo] = scaled[lo], hi
+            scaled[hi] -= 1.0 - scaled[lo]
+            (small if scaled[hi] < 1.0 else large).append(hi)
+        # Whatever is left is 1 up to rounding: those outcomes keep themselves.
+        self.register_buffer("prob", torch.tensor(prob, dtype=torch.float32), persistent=False)
+        self.register_buffer("alias", torch.tensor(alias, dtype=torch.long), persistent=False)
+
+    def draw(self, N: int) -> Tensor:
+        """``N`` independent outcomes, on the table's device."""
+        kk = torch.randint(0, self.alias.numel(), (N,), device=self.alias.device)
+        keep = torch.bernoulli(self.prob[kk]).bool()
+        return torch.where(keep, kk, self.alias[kk])

@@ -1,0 +1,109 @@
+"""Batched, on-device drawing of CRD's contrast indices (positive + K label-aware negatives).
+
+RepDistiller's ``CIFAR100InstanceSample`` draws them per item with ``np.random.choice`` over a
+49,500-entry list, which dominates data loading; this draws a whole batch with a few tensor ops
+on whatever device holds the labels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+MODES = ("exact", "relax")
+
+
+def _uniform_below(high: Tensor, shape: torch.Size, generator: torch.Generator | None) -> Tensor:
+    """Integers uniform in ``[0, high)``, elementwise for a ``high`` broadcastable to ``shape``.
+
+    A 62-bit draw reduced modulo ``high``: the modulo bias is below ``high / 2**62`` (< 1e-12 for
+    any dataset), far under what any test or training run could detect.
+    """
+    raw = torch.randint(0, 2**62, shape, generator=generator, device=high.device)
+    return raw % high
+
+
+def _first_occurrence(values: Tensor) -> Tensor:
+    """Per row, True where an entry's value did not occur earlier (to its left) in the row."""
+    sorted_vals, order = torch.sort(values, dim=1, stable=True)
+    repeat = torch.zeros_like(values, dtype=torch.bool)
+    repeat[:, 1:] = sorted_vals[:, 1:] == sorted_vals[:, :-1]
+    return ~repeat.scatter(1, order, repeat)
+
+
+def _draws_for_distinct(pool: int, k: int) -> int:
+    """How many i.i.d. uniform draws from ``pool`` items almost always hold ``k`` distinct ones.
+
+    The wait for the (i+1)-th new item is geometric with success ``(pool - i) / pool``; this is
+    the mean of the total wait plus four standard deviations.
+    """
+    left = (pool - torch.arange(k, dtype=torch.float64)) / pool
+    mean, var = (1 / left).sum(), ((1 - left) / left**2).sum()
+    return math.ceil(mean + 4 * var.sqrt())
+
+
+def draw_contrast_indices(
+    index: Tensor, targets_device: Tensor, k: int, mode: str, generator: torch.Generator | None = None
+) -> Tensor:
+    """``[B, k+1]`` contrast indices: column 0 the positive, columns 1..k negatives of other classes.
+
+    Same distribution as RepDistiller's per-item ``np.random.choice``: the positive is the item
+    itself (``exact``) or uniform over its class, itself included (``relax``); the negatives are a
+    uniform draw without replacement from the samples of every other class (with replacement
+    when ``k`` exceeds that pool, as RepDistiller does).
+
+    How: with the dataset sorted by label, a row of class ``c`` owns the pool of all positions
+    outside class ``c``'s block, so an integer ``r`` uniform in ``[0, N - n_c)`` maps to a
+    uniform pool member by skipping the block (``r + n_c`` once ``r`` reaches its start).
+    Without replacement: each row draws a stream of i.i.d. pool members and keeps the first
+    ``k`` distinct ones in stream order. Skipping repeats makes each kept item uniform over the
+    members not yet kept, which is sequential sampling without replacement, the same law as
+    ``np.random.choice(pool, k, replace=False)`` (ordered tuple included). The stream is sized
+    so that it almost always suffices (about 1.25 k draws for k = 16384 of 49,500) and is
+    extended when it does not; the cost is one sort of that stream per row.
+    """
+    if mode not in MODES:
+        raise ValueError(f"contrast mode '{mode}' is unknown; use one of: {', '.join(MODES)}")
+    if k < 0:
+        raise ValueError(f"number of negatives must be >= 0, got {k}")
+    device = targets_device.device
+    index = index.to(device=device, dtype=torch.long)
+    n = targets_device.numel()
+    order = torch.argsort(targets_device, stable=True)
+    counts = torch.bincount(targets_device)
+    starts = torch.cumsum(counts, 0) - counts
+
+    cls = targets_device[index]
+    n_cls, start = counts[cls], starts[cls]
+    pool = n - n_cls
+    if bool((pool == 0).any()):
+        raise ValueError("contrastive sampling needs at least two classes in the dataset")
+
+    if mode == "exact":
+        positive = index
+    else:
+        positive = order[start + _uniform_below(n_cls, n_cls.shape, generator)]
+
+    def draw(rows: Tensor, width: int) -> Tensor:
+        """``width`` pool members per row, as positions in the label-sorted order."""
+        r = _uniform_below(pool[rows, None], (rows.numel(), width), generator)
+        return r + (r >= start[rows, None]) * n_cls[rows, None]
+
+    rows = torch.arange(index.numel(), device=device)
+    picks = torch.empty(index.numel(), k, dtype=torch.long, device=device)
+    # A pool smaller than k is drawn with replacement (RepDistiller's replace=True).
+    small = rows[pool < k]
+    picks[small] = draw(small, k)
+    distinct = rows[pool >= k]
+    if distinct.numel() > 0 and k > 0:
+        width = _draws_for_distinct(int(pool[distinct].min()), k)
+        stream = draw(distinct, width)
+        first = _first_occurrence(stream)
+        while bool((first.sum(1) < k).any()):
+            stream = torch.cat([stream, draw(distinct, width - k + 1)], dim=1)
+            first = _first_occurrence(stream)
+        keep = first & (first.cumsum(1) <= k)
+        picks[distinct] = stream[keep].view(-1, k)
+    return torch.cat([positive.unsqueeze(1), order[picks]], dim=1)
