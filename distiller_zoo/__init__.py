@@ -1,17 +1,27 @@
 """Distillation losses, under RepDistiller's class names; each module also registers its method."""
 
+from distiller_zoo.AT import Attention
 from distiller_zoo.CC import Correlation
+from distiller_zoo.FitNet import HintLoss
 from distiller_zoo.KD import DistillKL
+from distiller_zoo.KDSVD import KDSVD
+from distiller_zoo.NST import NSTLoss
 from distiller_zoo.PKT import PKT
 from distiller_zoo.registry import get_method, method_names
 from distiller_zoo.RKD import RKDLoss
+from distiller_zoo.SP import Similarity
 from distiller_zoo.VID import VIDLoss
 
 __all__ = [
+    "Attention",
     "Correlation",
     "DistillKL",
+    "HintLoss",
+    "KDSVD",
+    "NSTLoss",
     "PKT",
     "RKDLoss",
+    "Similarity",
     "VIDLoss",
     "get_method",
     "method_names",
