@@ -44,7 +44,8 @@ class ContrastMemory(nn.Module):
             idx[:, 0] = y
         idx = idx.to(self.memory_v1.device)
         v1, v2 = v1.to(self.memory_v1.dtype), v2.to(self.memory_v1.dtype)
-        temperature = self.params[_T]
+        # Clones: the in-place Z update below must not touch tensors saved for backward.
+        temperature = self.params[_T].clone()
         weight_v2 = self.memory_v2[idx.reshape(-1)].view(batch, -1, dim)
         out_v1 = torch.exp(torch.bmm(weight_v2, v1.unsqueeze(2)) / temperature)
         weight_v1 = self.memory_v1[idx.reshape(-1)].view(batch, -1, dim)
@@ -56,8 +57,9 @@ class ContrastMemory(nn.Module):
             first = torch.stack([out_v1.mean(), out_v2.mean()]) * self.nLem
             z = self.params[_Z_V1 : _Z_V2 + 1]
             z.copy_(torch.where(z < 0, first, z))
-        out_v1 = (out_v1 / z[0]).contiguous()
-        out_v2 = (out_v2 / z[1]).contiguous()
+        z_v1, z_v2 = z.clone()
+        out_v1 = (out_v1 / z_v1).contiguous()
+        out_v2 = (out_v2 / z_v2).contiguous()
 
         with torch.no_grad():
             momentum = self.params[_MOMENTUM]

@@ -37,7 +37,7 @@ def build(ctx: MethodContext) -> CRDMethod:
     if opt.mode not in MODES:
         raise ValueError(f"--mode '{opt.mode}' is unknown for crd; use one of: {', '.join(MODES)}")
     if not 0 < opt.nce_k < ctx.n_data:
-        raise ValueError(f"--nce_k must be in [1, {ctx.n_data - 1}] (the training set has {ctx.n_data} samples)")
+        raise ValueError(f"--nce_k must be in [1, {ctx.n_data - 1}] for a training set of {ctx.n_data}")
     if opt.feat_dim < 1 or opt.nce_t <= 0:
         raise ValueError(f"crd needs --feat_dim >= 1 and --nce_t > 0, got {opt.feat_dim} and {opt.nce_t}")
     # RepDistiller writes s_dim, t_dim and n_data into opt; a copy leaves the caller's opt alone.
