@@ -2,6 +2,7 @@
 
 from distiller_zoo.AT import Attention
 from distiller_zoo.CC import Correlation
+from distiller_zoo.CRD import CRDLoss
 from distiller_zoo.FitNet import HintLoss
 from distiller_zoo.KD import DistillKL
 from distiller_zoo.KDSVD import KDSVD
@@ -14,6 +15,7 @@ from distiller_zoo.VID import VIDLoss
 
 __all__ = [
     "Attention",
+    "CRDLoss",
     "Correlation",
     "DistillKL",
     "HintLoss",
