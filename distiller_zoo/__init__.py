@@ -1,9 +1,12 @@
 """Distillation losses, under RepDistiller's class names; each module also registers its method."""
 
+from distiller_zoo.AB import ABLoss
 from distiller_zoo.AT import Attention
 from distiller_zoo.CC import Correlation
 from distiller_zoo.CRD import CRDLoss
 from distiller_zoo.FitNet import HintLoss
+from distiller_zoo.FSP import FSP
+from distiller_zoo.FT import FactorTransfer
 from distiller_zoo.KD import DistillKL
 from distiller_zoo.KDSVD import KDSVD
 from distiller_zoo.NST import NSTLoss
@@ -14,10 +17,13 @@ from distiller_zoo.SP import Similarity
 from distiller_zoo.VID import VIDLoss
 
 __all__ = [
+    "ABLoss",
     "Attention",
     "CRDLoss",
     "Correlation",
     "DistillKL",
+    "FSP",
+    "FactorTransfer",
     "HintLoss",
     "KDSVD",
     "NSTLoss",
