@@ -42,7 +42,7 @@ class ContrastMemory(nn.Module):
             # RepDistiller's fallback: K+1 unigram draws per anchor, slot 0 its own index.
             idx = self.multinomial.draw(batch * (self.K + 1)).view(batch, -1)
             idx[:, 0] = y
-        idx = idx.to(self.memory_v1.device)
+        idx, y = idx.to(self.memory_v1.device), y.to(self.memory_v1.device)
         v1, v2 = v1.to(self.memory_v1.dtype), v2.to(self.memory_v1.dtype)
         # Clones: the in-place Z update below must not touch tensors saved for backward.
         temperature = self.params[_T].clone()

@@ -8,6 +8,7 @@ on whatever device holds the labels.
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 from torch import Tensor
@@ -31,6 +32,26 @@ def _first_occurrence(values: Tensor) -> Tensor:
     repeat = torch.zeros_like(values, dtype=torch.bool)
     repeat[:, 1:] = sorted_vals[:, 1:] == sorted_vals[:, :-1]
     return ~repeat.scatter(1, order, repeat)
+
+
+_blocks_cache: tuple[weakref.ref, int, tuple[Tensor, Tensor, Tensor]] | None = None
+
+
+def _class_blocks(targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Label-sorted order of the dataset, per-class counts and block starts in that order.
+
+    Kept for the last labels tensor seen (until it is modified in place): the sort is most of a
+    call's cost on ImageNet-sized label sets, and a data path passes the same tensor every batch.
+    """
+    global _blocks_cache
+    if _blocks_cache is not None:
+        ref, version, blocks = _blocks_cache
+        if ref() is targets and version == targets._version:
+            return blocks
+    counts = torch.bincount(targets)
+    blocks = (torch.argsort(targets, stable=True), counts, torch.cumsum(counts, 0) - counts)
+    _blocks_cache = (weakref.ref(targets), targets._version, blocks)
+    return blocks
 
 
 def _draws_for_distinct(pool: int, k: int) -> int:
@@ -71,9 +92,7 @@ def draw_contrast_indices(
     device = targets_device.device
     index = index.to(device=device, dtype=torch.long)
     n = targets_device.numel()
-    order = torch.argsort(targets_device, stable=True)
-    counts = torch.bincount(targets_device)
-    starts = torch.cumsum(counts, 0) - counts
+    order, counts, starts = _class_blocks(targets_device)
 
     cls = targets_device[index]
     n_cls, start = counts[cls], starts[cls]
