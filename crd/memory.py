@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 # Slots of the ``params`` buffer, RepDistiller's layout: [K, T, Z_v1, Z_v2, momentum].
 # Z < 0 means "not set yet"; it is set from the first batch and then frozen.
-_K, _T, _Z_V1, _Z_V2, _MOMENTUM = range(5)
+_T, _Z_V1, _Z_V2, _MOMENTUM = 1, 2, 3, 4
 
 
 class ContrastMemory(nn.Module):
@@ -38,11 +38,12 @@ class ContrastMemory(nn.Module):
 
     def forward(self, v1: Tensor, v2: Tensor, y: Tensor, idx: Tensor | None = None) -> tuple[Tensor, Tensor]:
         batch, dim = v1.shape
+        y = y.to(self.memory_v1.device)
         if idx is None:
             # RepDistiller's fallback: K+1 unigram draws per anchor, slot 0 its own index.
             idx = self.multinomial.draw(batch * (self.K + 1)).view(batch, -1)
             idx[:, 0] = y
-        idx, y = idx.to(self.memory_v1.device), y.to(self.memory_v1.device)
+        idx = idx.to(self.memory_v1.device)
         v1, v2 = v1.to(self.memory_v1.dtype), v2.to(self.memory_v1.dtype)
         # Clones: the in-place Z update below must not touch tensors saved for backward.
         temperature = self.params[_T].clone()
