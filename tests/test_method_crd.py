@@ -16,7 +16,7 @@ from scipy.stats import chisquare
 
 from crd.criterion import ContrastLoss, CRDLoss
 from crd.memory import AliasMethod, ContrastMemory
-from crd.sampling import draw_contrast_indices
+from crd.sampling import _first_occurrence, draw_contrast_indices
 from distiller_zoo.registry import DistillBatch, get_method
 
 # --- loss and memory -------------------------------------------------------------------------------
@@ -238,6 +238,13 @@ def test_sampler_orders_like_sampling_without_replacement():
     assert (out[:, 0] != out[:, 1]).all()
     pairs = torch.bincount((out[:, 0] - 1) * 4 + (out[:, 1] - 1), minlength=16).numpy()
     assert chisquare(pairs[pairs > 0]).pvalue > 1e-3 and (pairs > 0).sum() == 12
+
+
+def test_repeat_detection_table_and_sort_agree():
+    values = torch.randint(0, 50, (6, 40), generator=torch.Generator().manual_seed(0))
+    by_hand = torch.tensor([[v not in row[:j].tolist() for j, v in enumerate(row.tolist())] for row in values])
+    assert torch.equal(_first_occurrence(values, 50), by_hand)  # table: n <= 16 * width
+    assert torch.equal(_first_occurrence(values, 10**6), by_hand)  # sort
 
 
 def test_sampler_follows_labels_changed_in_place():
