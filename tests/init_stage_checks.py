@@ -1,10 +1,16 @@
-"""Checks shared by the AB, FT and FSP tests: one step of a method's init stage between two tiny nets."""
+"""Checks shared by the AB, FT and FSP tests: one step of a method's init stage between two tiny nets,
+and an end-to-end run with its init stage."""
 
 from __future__ import annotations
 
 import copy
+import json
+import math
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
+import pytest
 import torch
 from method_checks import build_method, nets
 from torch import nn
@@ -69,3 +75,21 @@ def assert_zero_main_term(method: DistillMethod, batch: DistillBatch) -> None:
     term = method(batch)
     assert term.shape == () and term.item() == 0.0
     assert list(method.main_parameters()) == []
+
+
+def check_two_stage_e2e(run_student, tmp_path: Path, name: str, init_lr: float) -> list[dict]:
+    """``train_student.py --distill name --init_epochs 1``: exit 0, one init epoch at ``init_lr`` then
+    one main epoch, finite losses in both, a best checkpoint. Returns the main-stage rows."""
+    proc = run_student("--distill", name, "--init_epochs", "1")
+    assert not re.search(r"\b(nan|inf)\b", proc.stdout.lower()), proc.stdout[-2000:]
+    [log] = (tmp_path / "save").rglob("metrics.jsonl")
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    init = [row for row in rows if row["stage"] == "init"]
+    main = [row for row in rows if row["stage"] == "main"]
+    assert len(init) == 1 and len(main) == 1, rows
+    assert init[0]["lr"] == pytest.approx(init_lr)
+    assert math.isfinite(init[0]["loss_init"]) and init[0]["loss_init"] > 0
+    for key in ("loss", "loss_cls", "loss_div", "loss_kd"):
+        assert math.isfinite(main[0][key]), (key, main[0])
+    assert (log.parent / "resnet8_best.pth").is_file()
+    return main

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from init_stage_checks import assert_init_gradients, assert_zero_main_term, init_step
-from method_checks import build_method, check_e2e, nets
+from init_stage_checks import assert_init_gradients, assert_zero_main_term, check_two_stage_e2e, init_step
+from method_checks import build_method, nets
 
 from distiller_zoo import ABLoss, get_method
 
@@ -83,4 +83,5 @@ def test_spec_defaults():
 
 
 def test_end_to_end(run_student, tmp_path):
-    check_e2e(run_student, tmp_path, "abound", "--init_epochs", "1")
+    [main] = check_two_stage_e2e(run_student, tmp_path, "abound", init_lr=0.05)
+    assert main["loss_kd"] == 0.0

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from init_stage_checks import assert_init_gradients, init_step
-from method_checks import batch_of, build_method, check_e2e, check_one_step, nets
+from init_stage_checks import assert_init_gradients, check_two_stage_e2e, init_step
+from method_checks import batch_of, build_method, check_one_step, nets
 
 from distiller_zoo import FactorTransfer, get_method
 
@@ -105,4 +105,5 @@ def test_spec_defaults():
 
 
 def test_end_to_end(run_student, tmp_path):
-    check_e2e(run_student, tmp_path, "factor", "--init_epochs", "1")
+    [main] = check_two_stage_e2e(run_student, tmp_path, "factor", init_lr=0.01)  # resnet8 student: 0.01
+    assert main["loss_kd"] > 0.0

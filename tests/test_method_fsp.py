@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from init_stage_checks import assert_init_gradients, assert_zero_main_term, init_step
-from method_checks import build_method, check_e2e, nets
+from init_stage_checks import assert_init_gradients, assert_zero_main_term, check_two_stage_e2e, init_step
+from method_checks import build_method, nets
 
 from distiller_zoo import FSP, get_method
 
@@ -94,7 +94,8 @@ def test_spec_defaults():
 
 
 def test_end_to_end(run_student, tmp_path):
-    check_e2e(run_student, tmp_path, "fsp", "--init_epochs", "1")
+    [main] = check_two_stage_e2e(run_student, tmp_path, "fsp", init_lr=0.05)
+    assert main["loss_kd"] == 0.0
 
 
 def test_end_to_end_width_mismatch_is_one_line(run_student):
