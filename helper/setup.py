@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import time
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +15,9 @@ from torch.utils.data import DataLoader
 
 from dataset import DataBundle
 from dataset.loaders import make_train_loader, make_val_loader
+from dataset.memory import MemoryLoader
 from helper.distributed import DistInfo, broadcast_int, init_distributed
+from helper.errors import UserError
 from helper.precision import autocast, grad_scaler, resolve_device, resolve_precision
 from helper.rng import seed_everything
 from helper.sampler import ResumableSampler
@@ -26,6 +29,7 @@ class Runtime:
     precision: str
     info: DistInfo
     channels_last: bool
+    compile: bool = False
 
     def autocast(self):
         return autocast(self.device, self.precision)
@@ -42,7 +46,7 @@ def setup_runtime(opt: argparse.Namespace) -> Runtime:
         opt.seed = broadcast_int(random.SystemRandom().randrange(2**31), info, device)
     seed_everything(opt.seed + info.rank)
     precision = resolve_precision(opt.precision, device)
-    runtime = Runtime(device, precision, info, opt.channels_last)
+    runtime = Runtime(device, precision, info, opt.channels_last, opt.compile)
     if info.is_main:
         ranks = f", {info.world_size} processes" if info.enabled else ""
         print(f"device {device}, precision {precision}, channels_last {opt.channels_last}, seed {opt.seed}{ranks}")
@@ -66,25 +70,78 @@ class EpochLoader:
         return math.ceil(self.sampler.num_samples / self.batch_size)
 
 
-def build_train_loader(opt: argparse.Namespace, bundle: DataBundle, variant: str, rt: Runtime) -> EpochLoader:
+def loader_kind(opt: argparse.Namespace, bundle: DataBundle) -> str:
+    """``--loader auto``: the in-memory path where the data set comes as arrays, torchvision's otherwise."""
+    if opt.loader == "auto":
+        return "memory" if bundle.train_array is not None else "torchvision"
+    if opt.loader == "memory" and bundle.train_array is None:
+        raise UserError(f"--loader memory needs a data set held in memory (CIFAR, synthetic); {bundle.name} is "
+                        "read from files: use --loader torchvision")
+    return opt.loader
+
+
+def build_train_loader(opt: argparse.Namespace, bundle: DataBundle, variant: str,
+                       rt: Runtime) -> EpochLoader | MemoryLoader:
     """The training batches: (img, target[, index[, contrast_idx]]) per ``variant``."""
+    nce_k, mode = getattr(opt, "nce_k", 16384), getattr(opt, "mode", "exact")
+    kind = loader_kind(opt, bundle)
+    print(f"data: {kind} loader")
+    if kind == "memory":
+        return MemoryLoader(*bundle.train_array, bundle.mean, bundle.std, device=rt.device,
+                            batch_size=opt.batch_size, variant=variant, channels_last=rt.channels_last,
+                            seed=opt.seed, rank=rt.info.rank, world_size=rt.info.world_size, nce_k=nce_k, mode=mode)
     sampler = ResumableSampler(bundle.train, num_replicas=rt.info.world_size, rank=rt.info.rank, seed=opt.seed)
     loader = make_train_loader(bundle, variant, opt.batch_size, opt.num_workers, sampler=sampler,
-                               nce_k=getattr(opt, "nce_k", 16384), mode=getattr(opt, "mode", "exact"))
+                               nce_k=nce_k, mode=mode)
     return EpochLoader(loader, sampler, opt.batch_size)
 
 
-def build_val_loader(opt: argparse.Namespace, bundle: DataBundle, rt: Runtime) -> DataLoader:
+def build_val_loader(opt: argparse.Namespace, bundle: DataBundle, rt: Runtime) -> DataLoader | MemoryLoader:
     """Test batches at half the training batch size (as RepDistiller), each rank a strided shard."""
+    batch_size = max(opt.batch_size // 2, 1)
+    if loader_kind(opt, bundle) == "memory" and bundle.val_array is not None:
+        return MemoryLoader(*bundle.val_array, bundle.mean, bundle.std, device=rt.device, batch_size=batch_size,
+                            train=False, channels_last=rt.channels_last, rank=rt.info.rank,
+                            world_size=rt.info.world_size)
     shard = range(rt.info.rank, len(bundle.val), rt.info.world_size) if rt.info.enabled else None
-    return make_val_loader(bundle, max(opt.batch_size // 2, 1), opt.num_workers, sampler=shard)
+    return make_val_loader(bundle, batch_size, opt.num_workers, sampler=shard)
+
+
+class CompileClock:
+    """Wall seconds torch.compile has spent compiling, from dynamo's compile start/end callbacks (they
+    cover traced frames and backward graphs compiled lazily at the first backward), so the epoch
+    times can leave compilation out and report it apart."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self._started: float | None = None
+        self._watching = False
+
+    def watch(self) -> None:
+        if not self._watching:
+            torch._dynamo.callback_handler.register_start_callback(self._start)
+            torch._dynamo.callback_handler.register_end_callback(self._end)
+            self._watching = True
+
+    def _start(self, _args) -> None:
+        self._started = time.perf_counter()
+
+    def _end(self, _args) -> None:
+        self.seconds += time.perf_counter() - self._started
+
+
+compile_clock = CompileClock()
 
 
 def place_model(model: nn.Module, rt: Runtime) -> nn.Module:
-    """On the device, in channels_last when asked."""
+    """On the device, in channels_last when asked, compiled in place with ``--compile`` (the module
+    stays itself, so its state_dict keys and RepDistiller's checkpoint files do not change)."""
     model = model.to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if rt.compile:
+        compile_clock.watch()
+        model.compile()
     return model
 
 

@@ -20,7 +20,7 @@ from helper.engine import EpochTotals, train_epoch, validate
 from helper.errors import EXIT_PREEMPTED, UserError
 from helper.rng import capture_rng, restore_rng
 from helper.runlog import MetricsLog, Progress, TensorBoard
-from helper.setup import Runtime
+from helper.setup import Runtime, compile_clock
 
 RESUME_FILE = "ckpt_last.pth"
 RESULTS_FILE = "results.json"
@@ -219,15 +219,18 @@ class Trainer:
         label = f"Epoch: [{epoch}]" if stage.name == "main" else f"Init epoch: [{epoch}]"
         progress = Progress(label, len(self.train_loader), self.opt.print_freq, enabled=self.info.is_main)
         print("==> training..." if stage.name == "main" else f"==> {stage.name} stage...")
-        time1 = time.time()
+        compiled, time1 = compile_clock.seconds, time.time()
         step = train_epoch(
             stage.objective, self.train_loader, stage.optimizer, self.scaler, self.device, self.channels_last,
             totals, first_step, progress, lambda s: f"{stage.name} epoch {epoch}, step {s}",
             self.method_label, self.stop, self.after_backward,
         )
-        epoch_time = time.time() - time1
+        compile_time = compile_clock.seconds - compiled  # --compile: reported apart, not in the epoch's time
+        epoch_time = time.time() - time1 - compile_time
         if self.stop.signal_name is not None and step < len(self.train_loader):
             self._stop(stage, Position(stage.name, epoch, step), totals)
+        if compile_time:
+            print(f"compile time: {compile_time:.2f} s")
         print(f"epoch {epoch}, total time {epoch_time:.2f}")
         row = {"stage": stage.name, "epoch": epoch, "lr": lr, **totals.reduced(self.info, self.device),
                "epoch_time": epoch_time}
