@@ -16,12 +16,13 @@ import torch
 from dataset import DatasetUnavailable, build_data
 from distiller_zoo.registry import MethodContext, MethodSpec, Weights, get_method, method_names
 from helper.checkpoint import load_strict, safe_load, state_dict_of
-from helper.distributed import gradient_averager
+from helper.distributed import broadcast_state, gradient_averager
 from helper.engine import validate
 from helper.errors import UserError, as_user_errors, run_cli
 from helper.naming import arch_from_path, student_run_name
 from helper.objectives import DistillObjective, InitObjective
 from helper.options import OneLineParser, add_training_args, validate_training_args
+from helper.pretrained import torchvision_state_dict
 from helper.setup import Runtime, build_train_loader, build_val_loader, place_model, setup_runtime, wrap_ddp
 from helper.trainer import RunOutputs, Stage, Trainer, prepare_outputs
 from helper.util import lr_at_epoch
@@ -31,6 +32,9 @@ from models import IMAGENET_MODELS, build_model, model_dict
 def parse_option(argv: list[str] | None = None) -> tuple[argparse.Namespace, MethodSpec]:
     parser = OneLineParser(prog="train_student.py", description="distil a teacher into a student")
     parser.add_argument("--path_t", default=None, help="teacher checkpoint ({'model': state_dict, ...})")
+    parser.add_argument("--teacher_weights", default=None, choices=["torchvision"],
+                        help="torchvision: the --model_t teacher with torchvision's ImageNet weights "
+                             "(from the torch hub cache), instead of --path_t")
     parser.add_argument("--model_t", default=None,
                         help="teacher architecture (default: stored in the checkpoint or read from its folder)")
     parser.add_argument("--model_s", default="resnet8", help=f"one of: {', '.join(model_dict)}")
@@ -61,8 +65,13 @@ def parse_option(argv: list[str] | None = None) -> tuple[argparse.Namespace, Met
         parser.error(f"unknown --model_s '{opt.model_s}'; choose one of: {', '.join(model_dict)}")
     if opt.model_t is not None and opt.model_t not in model_dict:
         parser.error(f"unknown --model_t '{opt.model_t}'; choose one of: {', '.join(model_dict)}")
-    if opt.path_t is None:
-        parser.error("--path_t is required: the teacher checkpoint to distil from")
+    if opt.teacher_weights is not None:
+        if opt.path_t is not None:
+            parser.error("give either --path_t or --teacher_weights, not both")
+        if opt.model_t is None:
+            parser.error("--teacher_weights torchvision needs --model_t (the teacher's architecture)")
+    elif opt.path_t is None:
+        parser.error("--path_t is required: the teacher checkpoint to distil from (or --teacher_weights torchvision)")
     validate_training_args(opt, parser, opt.model_s)
     for flag, value in (("-r", opt.gamma), ("-a", opt.alpha), ("-b", opt.beta)):
         if value is not None and value < 0:
@@ -94,10 +103,14 @@ def teacher_arch(opt: argparse.Namespace, checkpoint: dict) -> str:
 
 
 def load_teacher(opt: argparse.Namespace, num_classes: int) -> torch.nn.Module:
-    checkpoint = safe_load(opt.path_t)
-    opt.model_t = teacher_arch(opt, checkpoint)
+    if opt.teacher_weights == "torchvision":
+        state, source = torchvision_state_dict(opt.model_t, num_classes), f"torchvision's {opt.model_t} weights"
+    else:
+        checkpoint = safe_load(opt.path_t)
+        opt.model_t = teacher_arch(opt, checkpoint)
+        state, source = state_dict_of(checkpoint, opt.path_t), opt.path_t
     teacher = build_model(opt.model_t, num_classes)
-    load_strict(teacher, state_dict_of(checkpoint, opt.path_t), opt.path_t, opt.model_t)
+    load_strict(teacher, state, source, opt.model_t)
     return teacher
 
 
@@ -156,7 +169,8 @@ def main(argv: list[str] | None = None) -> None:
     teacher = place_model(teacher, rt).eval().requires_grad_(False)
     student = place_model(student, rt)
     method = method.to(rt.device)
-    if rt.info.is_main and resume is None:
+    broadcast_state(method, rt.info)
+    if resume is None:  # every rank: validate reduces each rank's shard
         acc = validate(teacher, val_loader, rt.device, rt.channels_last, rt.autocast, rt.info)["test_acc"]
         print(f"teacher accuracy: {acc:.2f}")
 

@@ -3,6 +3,8 @@
 As RepDistiller's ``crd/memory.py`` in behaviour and state (``params``, ``memory_v1``,
 ``memory_v2`` buffers), but device-agnostic: everything follows the device the module is moved
 to, and the frozen normalisers Z live in the ``params`` buffer so a resumed run keeps them.
+Under torchrun every rank updates the banks with the whole global batch and freezes the same Z,
+so the memory stays identical on every rank, as one process's memory on that global batch.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import math
 
 import torch
 from torch import Tensor, nn
+
+from helper.distributed import all_gather_cat, all_reduce_sum, group_info
 
 # Slots of the ``params`` buffer, RepDistiller's layout: [K, T, Z_v1, Z_v2, momentum].
 # Z < 0 means "not set yet"; it is set from the first batch and then frozen.
@@ -55,7 +59,10 @@ class ContrastMemory(nn.Module):
         with torch.no_grad():
             # Z = mean(exp(score / T)) * N on the first batch, a constant afterwards. torch.where keeps
             # it on the device (no host sync) and leaves a Z that is set (or restored) untouched.
-            first = torch.stack([out_v1.mean(), out_v2.mean()]) * self.nLem
+            # Under DDP the mean is the global batch's (ranks hold equal batches: DistributedSampler pads).
+            info = group_info()
+            means = all_reduce_sum(torch.stack([out_v1.mean(), out_v2.mean()]), info) / info.world_size
+            first = means * self.nLem
             z = self.params[_Z_V1 : _Z_V2 + 1]
             z.copy_(torch.where(z < 0, first, z))
         z_v1, z_v2 = z.clone()
@@ -64,6 +71,8 @@ class ContrastMemory(nn.Module):
 
         with torch.no_grad():
             momentum = self.params[_MOMENTUM]
+            y = all_gather_cat(y, info)
+            v1, v2 = all_gather_cat(torch.cat([v1, v2], dim=1), info).split(dim, dim=1)
             for bank, v in ((self.memory_v1, v1), (self.memory_v2, v2)):
                 mixed = bank[y] * momentum + v * (1 - momentum)
                 bank.index_copy_(0, y, mixed / mixed.pow(2).sum(1, keepdim=True).sqrt())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +39,20 @@ def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
     return info, device
 
 
+def group_info() -> DistInfo:
+    """This process's place in the process group, for code that is not handed a Runtime (CRD's memory)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return DistInfo()
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def quiet_non_main(info: DistInfo) -> None:
+    """Non-zero ranks print nothing to stdout, whose lines would repeat rank 0's; stderr stays, so an
+    error on any rank is seen."""
+    if not info.is_main:
+        sys.stdout = open(os.devnull, "w")  # held for the life of the process
+
+
 def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Sum a tensor over every rank (a no-op in a single process)."""
     if info.enabled:
@@ -53,6 +68,32 @@ def broadcast_int(value: int, info: DistInfo, device: torch.device) -> int:
     tensor = torch.tensor([value], dtype=torch.int64, device=device)
     dist.broadcast(tensor, src=0)
     return int(tensor.item())
+
+
+def all_gather_cat(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Every rank's ``tensor`` concatenated along dim 0 in rank order, the same on every rank; the
+    tensor itself in a single process. Ranks may hold different lengths (sizes are gathered first,
+    then rows padded to the longest), so a smaller last batch is gathered whole."""
+    if not info.enabled:
+        return tensor
+    size = torch.tensor([tensor.shape[0]], dtype=torch.int64, device=tensor.device)
+    sizes = [torch.empty_like(size) for _ in range(info.world_size)]
+    dist.all_gather(sizes, size)
+    lengths = torch.cat(sizes).tolist()
+    longest = max(lengths)
+    padded = tensor.new_zeros((longest, *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor
+    parts = [torch.empty_like(padded) for _ in lengths]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([part[:n] for part, n in zip(parts, lengths, strict=True)])
+
+
+def broadcast_state(module: torch.nn.Module, info: DistInfo) -> None:
+    """Rank 0's parameters and buffers on every rank, for modules outside DistributedDataParallel
+    (a method's embeddings and CRD's memory), which each rank initialised from its own seed."""
+    if info.enabled:
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)
 
 
 def shutdown(info: DistInfo) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import math
 import random
 import time
@@ -16,7 +17,7 @@ from torch.utils.data import DataLoader
 from dataset import DataBundle
 from dataset.loaders import make_train_loader, make_val_loader
 from dataset.memory import MemoryLoader
-from helper.distributed import DistInfo, broadcast_int, init_distributed
+from helper.distributed import DistInfo, broadcast_int, init_distributed, quiet_non_main, shutdown
 from helper.errors import UserError
 from helper.precision import autocast, grad_scaler, resolve_device, resolve_precision
 from helper.rng import seed_everything
@@ -42,6 +43,10 @@ def setup_runtime(opt: argparse.Namespace) -> Runtime:
     """Device, process group, precision and seed, chosen once for the whole run."""
     device = resolve_device(opt.device)
     info, device = init_distributed(device)
+    atexit.register(shutdown, info)
+    quiet_non_main(info)
+    if opt.sync_bn and info.enabled and device.type == "cpu":
+        raise UserError("--sync_bn needs GPUs: torch's SyncBatchNorm does not run on CPU (gloo)")
     if opt.seed is None:
         opt.seed = broadcast_int(random.SystemRandom().randrange(2**31), info, device)
     seed_everything(opt.seed + info.rank)
@@ -145,6 +150,19 @@ def place_model(model: nn.Module, rt: Runtime) -> nn.Module:
     return model
 
 
+class ModelDDP(DistributedDataParallel):
+    """DistributedDataParallel that still answers the model's own helpers (``get_feat_modules``, which an
+    init stage calls to put the student's trunk in train mode)."""
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "module":
+                raise
+            return getattr(self.module, name)
+
+
 def wrap_ddp(model: nn.Module, rt: Runtime, sync_bn: bool, find_unused: bool = False) -> nn.Module:
     """DistributedDataParallel under torchrun (optionally with SyncBatchNorm); the model itself otherwise."""
     if not rt.info.enabled or not any(p.requires_grad for p in model.parameters()):
@@ -152,4 +170,4 @@ def wrap_ddp(model: nn.Module, rt: Runtime, sync_bn: bool, find_unused: bool = F
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [rt.device.index] if rt.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused)
+    return ModelDDP(model, device_ids=device_ids, find_unused_parameters=find_unused)

@@ -187,8 +187,8 @@ class Trainer:
             resume_at = (position.stage, position.epoch - 1)
         metrics = MetricsLog(self.out.path(METRICS_FILE), resume_at) if self.info.is_main else None
         tb = TensorBoard(self.out.tb_folder, resume_at) if self.info.is_main else None
-        if rng is not None:
-            restore_rng(rng)
+        if rng is not None and self.info.is_main:
+            restore_rng(rng)  # rank 0's generators: the others keep their own seeds, so augmentations differ
 
         start_index = [s.name for s in self.stages].index(position.stage)
         try:
