@@ -16,7 +16,7 @@ import torch
 from dataset import DatasetUnavailable, build_data
 from distiller_zoo.registry import MethodContext, MethodSpec, Weights, get_method, method_names
 from helper.checkpoint import load_strict, safe_load, state_dict_of
-from helper.distributed import broadcast_state, gradient_averager
+from helper.distributed import broadcast_state, gradient_averager, rank_zero_first
 from helper.engine import validate
 from helper.errors import UserError, as_user_errors, run_cli
 from helper.naming import arch_from_path, student_run_name
@@ -151,7 +151,7 @@ def make_stages(opt, spec: MethodSpec, student, train_student, teacher, method, 
 def main(argv: list[str] | None = None) -> None:
     opt, spec = parse_option(argv)
     rt = setup_runtime(opt)
-    with as_user_errors(ValueError, DatasetUnavailable):
+    with as_user_errors(ValueError, DatasetUnavailable), rank_zero_first(rt.info):
         bundle = build_data(opt)
         teacher = load_teacher(opt, bundle.num_classes)
         student = build_model(opt.model_s, bundle.num_classes)

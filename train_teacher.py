@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from dataset import DatasetUnavailable, build_data
+from helper.distributed import rank_zero_first
 from helper.errors import as_user_errors, run_cli
 from helper.naming import teacher_run_name
 from helper.objectives import SupervisedObjective
@@ -42,7 +43,7 @@ def parse_option(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     opt = parse_option(argv)
     rt = setup_runtime(opt)
-    with as_user_errors(ValueError, DatasetUnavailable):
+    with as_user_errors(ValueError, DatasetUnavailable), rank_zero_first(rt.info):
         bundle = build_data(opt)
         model = build_model(opt.model, bundle.num_classes)
     out = RunOutputs(Path(opt.save_folder), Path(opt.tb_folder), opt.model, save_optimizer=True)

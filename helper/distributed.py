@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +53,17 @@ def quiet_non_main(info: DistInfo) -> None:
     error on any rank is seen."""
     if not info.is_main:
         sys.stdout = open(os.devnull, "w")  # held for the life of the process
+
+
+@contextmanager
+def rank_zero_first(info: DistInfo) -> Iterator[None]:
+    """Rank 0 runs the block before the other ranks do, so that what it downloads into a shared folder
+    (CIFAR, torchvision's weights) is fetched once, and the others find it on disk."""
+    if info.enabled and not info.is_main:
+        dist.barrier()
+    yield
+    if info.enabled and info.is_main:
+        dist.barrier()
 
 
 def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
