@@ -54,7 +54,8 @@ def image_folder(root: Path, per_class: dict[str, int], colour=lambda cls, i: (0
     return root
 
 
-# Under RANK != 0 every file opened for writing, created, replaced or removed below WATCH is logged.
+# In each torchrun worker (RANK set): every file it opens for writing, creates, replaces or removes
+# below `watch` is logged to writes_rank<RANK>.txt in `log_dir`.
 WRITE_RECORDER = """
 import builtins, io, os
 if os.environ.get("RANK") is not None:
