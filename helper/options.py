@@ -36,7 +36,6 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     """Flags both scripts share: schedule, data, speed, outputs, resuming."""
     g = parser.add_argument_group("schedule (RepDistiller's defaults)")
     g.add_argument("--print_freq", type=int, default=100, help="print every N steps (when not on a terminal)")
-    g.add_argument("--tb_freq", type=int, default=500, help="kept for RepDistiller compatibility")
     g.add_argument("--save_freq", type=int, default=40, help="save ckpt_epoch_N.pth every N epochs")
     g.add_argument("--batch_size", type=int, default=64, help="per-process batch size")
     g.add_argument("--epochs", type=int, default=240)

@@ -83,7 +83,7 @@ class Progress:
         self.tty = sys.stdout.isatty()
         self.start = time.time()
 
-    def update(self, step: int, loss: float, acc: float, lr: float | None = None) -> None:
+    def update(self, step: int, loss: float, acc: float) -> None:
         """``step`` counts from 0; called after each step with running averages."""
         if not self.enabled:
             return
