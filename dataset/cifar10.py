@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 from torchvision import datasets
-from torchvision.datasets.utils import download_and_extract_archive
+from torchvision.datasets import utils as tv_utils
 
 from .base import DataBundle, DatasetUnavailable, Stats, crop_flip_transforms
 
@@ -34,12 +34,12 @@ def _where(cls: type[datasets.CIFAR10], root: str) -> str:
 def _download(cls: type[datasets.CIFAR10], root: str) -> None:
     """Fetch and unpack the archive; a short probe first, so that no network fails in seconds."""
     try:
-        if not os.path.isfile(os.path.join(root, cls.filename)):  # a dropped-in archive needs no network
+        if not tv_utils.check_integrity(os.path.join(root, cls.filename), cls.tgz_md5):  # else: no network needed
             try:
-                urllib.request.urlopen(urllib.request.Request(cls.url, method="HEAD"), timeout=PROBE_TIMEOUT_S)
+                urllib.request.urlopen(urllib.request.Request(cls.url, method="HEAD"), timeout=PROBE_TIMEOUT_S).close()
             except urllib.error.HTTPError:
                 pass  # the server answered: the download itself will tell
-        download_and_extract_archive(cls.url, root, filename=cls.filename, md5=cls.tgz_md5)
+        tv_utils.download_and_extract_archive(cls.url, root, filename=cls.filename, md5=cls.tgz_md5)
     except (OSError, RuntimeError) as err:  # URLError, timeouts and md5 mismatch
         raise DatasetUnavailable(f"{cls.__name__} download failed ({err}); {_where(cls, root)}") from err
 

@@ -54,7 +54,7 @@ def _estimate_stats(train: datasets.ImageFolder, size: int) -> tuple[Stats, Stat
     """Mean/std from up to STATS_SAMPLES evenly spaced training images, fitted to ``size``."""
     fit = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size)])
     picks = np.linspace(0, len(train) - 1, min(len(train), STATS_SAMPLES)).round().astype(int)
-    images = np.stack([np.asarray(fit(train.loader(train.samples[i][0]))) for i in np.unique(picks)])
+    images = np.stack([np.asarray(fit(train.loader(train.samples[i][0]))) for i in picks])
     return channel_stats(images)
 
 

@@ -242,7 +242,7 @@ def no_download(monkeypatch):
     def fail(*args, **kwargs):
         raise urllib.error.URLError("test: no network")
 
-    monkeypatch.setattr(dataset.cifar10, "download_and_extract_archive", fail)
+    monkeypatch.setattr(torchvision.datasets.utils, "download_and_extract_archive", fail)
 
 
 @pytest.fixture
