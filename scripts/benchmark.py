@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py                      # all pairs, 30 timed steps after 5 warm-up steps
     python scripts/benchmark.py --pairs kd:resnet32x4:resnet8x4 --steps 50 --device cuda
+    python scripts/benchmark.py --configs fast,compiled,reference
 
 Each measurement builds its pieces with train_student's own functions (options, runtime, data, method,
 loader, placement, stages) and times helper.engine.train_epoch, so it measures the code path a run
@@ -39,6 +40,7 @@ CONFIGS = {
     "fast": ["--precision", "auto", "--channels_last", "--loader", "memory"],
     "reference": ["--precision", "fp32", "--no-channels_last", "--loader", "torchvision", "--num_workers", "2"],
 }
+CONFIGS["compiled"] = [*CONFIGS["fast"], "--compile"]  # opt-in: compiled during the warm-up steps
 DATA = ["--dataset", "synthetic", "--syn_classes", "100", "--syn_train_size", "50000", "--syn_val_size", "100",
         "--batch_size", "64", "--seed", "0"]
 
@@ -152,8 +154,9 @@ def report(results: list[Result], device: torch.device) -> None:
         print(f"{r.pair:28} {r.config:10} {r.precision:9} {r.images_per_s:9.1f}  {r.peak_mib:.0f}{workers} MiB")
     by_key = {(r.pair, r.config): r.images_per_s for r in results}
     for pair in dict.fromkeys(r.pair for r in results):
-        if (pair, "fast") in by_key and (pair, "reference") in by_key:
-            print(f"{pair}: fast / reference = {by_key[pair, 'fast'] / by_key[pair, 'reference']:.2f}x")
+        for config in ("fast", "compiled"):
+            if (pair, config) in by_key and (pair, "reference") in by_key:
+                print(f"{pair}: {config} / reference = {by_key[pair, config] / by_key[pair, 'reference']:.2f}x")
 
 
 def main() -> None:
@@ -163,7 +166,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--pairs", default=",".join(PAIRS), help=f"comma-separated method:teacher:student, "
                         f"default {','.join(PAIRS)}")
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated: fast, reference")
+    parser.add_argument("--configs", default="fast,reference", help=f"comma-separated, of: {', '.join(CONFIGS)}")
     args = parser.parse_args()
     opt, _ = parse_option(["--path_t", "random", *DATA])
     started = time.perf_counter()
