@@ -14,6 +14,7 @@ import torch
 from method_checks import build_method, check_e2e, nets
 from scipy.stats import chisquare
 
+import crd.memory
 from crd.criterion import ContrastLoss, CRDLoss
 from crd.memory import AliasMethod, ContrastMemory
 from crd.sampling import _first_occurrence, draw_contrast_indices
@@ -55,7 +56,14 @@ def memory(n_data: int = 20, dim: int = 6, k: int = 4, T: float = 0.5) -> Contra
     return ContrastMemory(dim, n_data, k, T=T, momentum=0.5).double()
 
 
-def test_scores_use_the_other_sides_bank_and_z_is_frozen_after_the_first_batch():
+@pytest.fixture(params=["gathered", "dense"])
+def score_path(request, monkeypatch):
+    """Run a test once with each way of scoring against the bank (the rows gathered, or the whole bank)."""
+    monkeypatch.setattr(crd.memory, "DENSE_MAX_RATIO", 0 if request.param == "gathered" else 10**9)
+    return request.param
+
+
+def test_scores_use_the_other_sides_bank_and_z_is_frozen_after_the_first_batch(score_path):
     mem = memory()
     m1, m2 = mem.memory_v1.clone(), mem.memory_v2.clone()
     v1, v2 = unit_rows(3, 6, 1), unit_rows(3, 6, 2)
@@ -76,6 +84,22 @@ def test_scores_use_the_other_sides_bank_and_z_is_frozen_after_the_first_batch()
     assert np.allclose(mem.params[2:4].numpy(), [z1, z2], rtol=1e-6)
     raw = np.array([[math.exp(float(m2_now[j] @ v2[b]) / 0.5) for j in idx[b]] for b in range(3)])
     assert np.allclose(out_v1[..., 0].numpy(), raw / z1, rtol=1e-6)
+
+
+def test_gathered_and_dense_scores_agree_with_their_gradients(monkeypatch):
+    bank = torch.randn(50, 8, dtype=torch.float64)
+    idx = torch.randint(0, 50, (4, 7))
+    results = []
+    for ratio in (0, 10**9):
+        monkeypatch.setattr(crd.memory, "DENSE_MAX_RATIO", ratio)
+        v = unit_rows(4, 8, 3).requires_grad_(True)
+        scores = crd.memory.contrast_scores(bank, v, idx)
+        (scores.exp() * torch.arange(7.0, dtype=torch.float64)).sum().backward()
+        results.append((scores.detach(), v.grad))
+    expected = torch.stack([bank[idx[b]] @ unit_rows(4, 8, 3)[b] for b in range(4)])
+    for scores, grad in results:
+        assert torch.allclose(scores, expected)
+        assert torch.allclose(grad, results[0][1])
 
 
 def test_memory_update_at_dataset_indices():
