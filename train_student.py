@@ -24,6 +24,7 @@ from helper.objectives import DistillObjective, InitObjective
 from helper.options import OneLineParser, add_training_args, validate_training_args
 from helper.pretrained import torchvision_state_dict
 from helper.setup import Runtime, build_train_loader, build_val_loader, place_model, setup_runtime, wrap_ddp
+from helper.teacher import freeze_teacher
 from helper.trainer import RunOutputs, Stage, Trainer, prepare_outputs
 from helper.util import lr_at_epoch
 from models import IMAGENET_MODELS, build_model, model_dict
@@ -37,6 +38,9 @@ def parse_option(argv: list[str] | None = None) -> tuple[argparse.Namespace, Met
                              "(from the torch hub cache), instead of --path_t")
     parser.add_argument("--model_t", default=None,
                         help="teacher architecture (default: stored in the checkpoint or read from its folder)")
+    parser.add_argument("--fold_teacher_bn", action=argparse.BooleanOptionalAction, default=True,
+                        help="fold the frozen teacher's BatchNorms into its convolutions: the same outputs, "
+                             "fewer passes (--no-fold_teacher_bn: run it unchanged, as RepDistiller)")
     parser.add_argument("--model_s", default="resnet8", help=f"one of: {', '.join(model_dict)}")
     parser.add_argument("--distill", default="kd", help=f"one of: {', '.join(method_names())}")
     parser.add_argument("--trial", default="1", help="experiment id, part of the run folder name")
@@ -166,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
 
     train_loader = build_train_loader(opt, bundle, "crd" if spec.needs_contrast else "instance", rt)
     val_loader = build_val_loader(opt, bundle, rt)
-    teacher = place_model(teacher, rt).eval().requires_grad_(False)
+    teacher = freeze_teacher(teacher, rt, spec.preact, opt.fold_teacher_bn)
     student = place_model(student, rt)
     method = method.to(rt.device)
     broadcast_state(method, rt.info)

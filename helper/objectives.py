@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-import torch
 from torch import Tensor, nn
 
 from distiller_zoo.KD import DistillKL
 from distiller_zoo.registry import DistillBatch, DistillMethod, InitStage, MethodSpec, Weights
+from helper.teacher import FrozenTeacher
 
 Autocast = Callable[[], AbstractContextManager]
 StepResult = tuple[Tensor, dict[str, Tensor], Tensor]
@@ -23,21 +23,17 @@ def _as_float(tensors: list[Tensor]) -> list[Tensor]:
     return [t.float() for t in tensors]
 
 
-def forward_pair(student: nn.Module, teacher: nn.Module, x: Tensor, spec: MethodSpec,
+def forward_pair(student: nn.Module, teacher: FrozenTeacher, x: Tensor, spec: MethodSpec,
                  autocast: Autocast) -> tuple[list[Tensor], Tensor, list[Tensor], Tensor]:
-    """Both networks on one batch; the teacher under no_grad (its outputs feed losses, so they
-    must be ordinary tensors: inference-mode tensors cannot be saved for backward)."""
+    """Both networks on one batch, every output in float32 for the losses."""
     with autocast():
         if spec.uses_features:
             feat_s, logit_s = student(x, is_feat=True, preact=spec.preact)
+            feat_t, logit_t = teacher(x, is_feat=True, preact=spec.preact)
         else:
             feat_s, logit_s = [], student(x)
-        with torch.no_grad():
-            if spec.uses_features:
-                feat_t, logit_t = teacher(x, is_feat=True, preact=spec.preact)
-            else:
-                feat_t, logit_t = [], teacher(x)
-    return _as_float(list(feat_s)), logit_s.float(), _as_float(list(feat_t)), logit_t.float()
+            feat_t, logit_t = [], teacher(x)
+    return _as_float(list(feat_s)), logit_s.float(), feat_t, logit_t
 
 
 def _distill_batch(batch: list[Tensor], feats: tuple) -> DistillBatch:
@@ -74,7 +70,7 @@ class DistillObjective:
 
     term_names = ("cls", "div", "kd")
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, method: DistillMethod, spec: MethodSpec,
+    def __init__(self, student: nn.Module, teacher: FrozenTeacher, method: DistillMethod, spec: MethodSpec,
                  weights: Weights, kd_T: float, autocast: Autocast):
         self.student, self.teacher, self.method, self.spec = student, teacher, method, spec
         self.weights = weights
@@ -105,7 +101,7 @@ class InitObjective:
 
     term_names = ("init",)
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, spec: MethodSpec, stage: InitStage,
+    def __init__(self, student: nn.Module, teacher: FrozenTeacher, spec: MethodSpec, stage: InitStage,
                  autocast: Autocast):
         self.student, self.teacher, self.spec, self.stage = student, teacher, spec, stage
         self.autocast = autocast

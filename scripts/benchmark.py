@@ -32,13 +32,15 @@ from helper.engine import EpochTotals, train_epoch  # noqa: E402
 from helper.precision import resolve_device  # noqa: E402
 from helper.runlog import Progress  # noqa: E402
 from helper.setup import build_train_loader, place_model, setup_runtime  # noqa: E402
+from helper.teacher import freeze_teacher  # noqa: E402
 from models import build_model  # noqa: E402
 from train_student import build_method, make_stages, parse_option  # noqa: E402
 
 PAIRS = ("kd:resnet32x4:resnet8x4", "crd:resnet32x4:resnet8x4", "kd:wrn_40_2:wrn_16_2")
 CONFIGS = {
     "fast": ["--precision", "auto", "--channels_last", "--loader", "memory"],
-    "reference": ["--precision", "fp32", "--no-channels_last", "--loader", "torchvision", "--num_workers", "2"],
+    "reference": ["--precision", "fp32", "--no-channels_last", "--loader", "torchvision", "--num_workers", "2",
+                  "--no-fold_teacher_bn"],
 }
 CONFIGS["compiled"] = [*CONFIGS["fast"], "--compile"]  # opt-in: compiled during the warm-up steps
 DATA = ["--dataset", "synthetic", "--syn_classes", "100", "--syn_train_size", "50000", "--syn_val_size", "100",
@@ -120,7 +122,7 @@ def measure(pair: str, config: str, bundle, args: argparse.Namespace) -> Result:
     student = build_model(opt.model_s, bundle.num_classes)
     method = build_method(spec, student, teacher, opt, bundle)
     loader = build_train_loader(opt, bundle, "crd" if spec.needs_contrast else "instance", rt)
-    teacher = place_model(teacher, rt).eval().requires_grad_(False)
+    teacher = freeze_teacher(teacher, rt, spec.preact, opt.fold_teacher_bn)
     student = place_model(student, rt)
     method = method.to(rt.device)
     stage = make_stages(opt, spec, student, student, teacher, method, rt)[-1]
