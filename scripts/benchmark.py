@@ -3,6 +3,7 @@
     python scripts/benchmark.py                      # all pairs, 30 timed steps after 5 warm-up steps
     python scripts/benchmark.py --pairs kd:resnet32x4:resnet8x4 --steps 50 --device cuda
     python scripts/benchmark.py --configs fast,compiled,reference
+    python scripts/benchmark.py --repeats 3          # configurations interleaved, medians reported
 
 Each measurement builds its pieces with train_student's own functions (options, runtime, data, method,
 loader, placement, stages) and times helper.engine.train_epoch, so it measures the code path a run
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gc
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -43,8 +45,11 @@ CONFIGS = {
                   "--no-fold_teacher_bn"],
 }
 CONFIGS["compiled"] = [*CONFIGS["fast"], "--compile"]  # opt-in: compiled during the warm-up steps
-DATA = ["--dataset", "synthetic", "--syn_classes", "100", "--syn_train_size", "50000", "--syn_val_size", "100",
-        "--batch_size", "64", "--seed", "0"]
+DATA = ["--dataset", "synthetic", "--syn_classes", "100", "--syn_val_size", "100", "--batch_size", "64", "--seed", "0"]
+
+
+def data_args(args: argparse.Namespace) -> list[str]:
+    return [*DATA, "--syn_train_size", str(args.images)]
 
 
 @dataclass
@@ -114,7 +119,7 @@ def measure(pair: str, config: str, bundle, args: argparse.Namespace) -> Result:
     """One pair in one configuration, built as train_student.main builds it (random teacher)."""
     method_name, teacher_arch, student_arch = pair.split(":")
     argv = ["--path_t", "random", "--model_t", teacher_arch, "--model_s", student_arch, "--distill", method_name,
-            "--device", args.device, *DATA, *CONFIGS[config]]
+            "--device", args.device, *data_args(args), *CONFIGS[config]]
     opt, spec = parse_option(argv)
     rt = setup_runtime(opt)
     reset_peak(rt.device)
@@ -154,11 +159,18 @@ def report(results: list[Result], device: torch.device) -> None:
     for r in results:
         workers = f"; {r.worker_peak_mib:.0f}" if r.worker_peak_mib else ""
         print(f"{r.pair:28} {r.config:10} {r.precision:9} {r.images_per_s:9.1f}  {r.peak_mib:.0f}{workers} MiB")
-    by_key = {(r.pair, r.config): r.images_per_s for r in results}
+    rates: dict[tuple[str, str], list[float]] = {}
+    for r in results:
+        rates.setdefault((r.pair, r.config), []).append(r.images_per_s)
+    median = {key: statistics.median(values) for key, values in rates.items()}
+    print()
     for pair in dict.fromkeys(r.pair for r in results):
         for config in ("fast", "compiled"):
-            if (pair, config) in by_key and (pair, "reference") in by_key:
-                print(f"{pair}: {config} / reference = {by_key[pair, config] / by_key[pair, 'reference']:.2f}x")
+            if (pair, config) in median and (pair, "reference") in median:
+                ratio = median[pair, config] / median[pair, "reference"]
+                print(f"{pair}: {config} / reference = {ratio:.2f}x (medians of {len(rates[pair, config])} "
+                      f"and {len(rates[pair, 'reference'])}: {median[pair, config]:.1f} and "
+                      f"{median[pair, 'reference']:.1f} images/s)")
 
 
 def main() -> None:
@@ -169,13 +181,16 @@ def main() -> None:
     parser.add_argument("--pairs", default=",".join(PAIRS), help=f"comma-separated method:teacher:student, "
                         f"default {','.join(PAIRS)}")
     parser.add_argument("--configs", default="fast,reference", help=f"comma-separated, of: {', '.join(CONFIGS)}")
+    parser.add_argument("--images", type=int, default=50000,
+                        help="training-set size (CRD's bank is this size); CIFAR-100's by default")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds over the configurations of each pair")
     args = parser.parse_args()
-    opt, _ = parse_option(["--path_t", "random", *DATA])
+    opt, _ = parse_option(["--path_t", "random", *data_args(args)])
     started = time.perf_counter()
     bundle = build_data(opt)
     print(f"synthetic data: {len(bundle.train)} images in {time.perf_counter() - started:.1f} s")
-    results = [measure(pair, config, bundle, args)
-               for pair in args.pairs.split(",") for config in args.configs.split(",")]
+    results = [measure(pair, config, bundle, args) for pair in args.pairs.split(",")
+               for _ in range(args.repeats) for config in args.configs.split(",")]
     device = resolve_device(args.device)
     print(f"\nmachine: {machine(device)}; {args.steps} timed steps after {args.warmup}, batch 64")
     report(results, device)

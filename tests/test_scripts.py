@@ -174,3 +174,15 @@ def test_run_cifar_vanilla_trains_the_published_teachers(tmp_path):
         assert flag(call, "--epochs") == "240" and flag(call, "--learning_rate") == "0.05"
         assert flag(call, "--lr_decay_epochs") == "150,180,210" and flag(call, "--batch_size") == "64"
         assert flag(call, "--weight_decay") == "5e-4"
+
+
+def test_benchmark_measures_both_configurations_in_rounds(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "benchmark.py"), "--pairs", "kd:resnet8:resnet8", "--images", "512",
+         "--steps", "2", "--warmup", "1", "--repeats", "2", "--device", "cpu"],
+        cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = re.findall(r"^kd:resnet8:resnet8\s+(fast|reference)\s+(bf16|fp32)\s+([\d.]+)", proc.stdout, re.M)
+    assert [config for config, _, _ in rows] == ["fast", "reference", "fast", "reference"]
+    assert all(float(rate) > 0 for _, _, rate in rows)
+    assert re.search(r"fast / reference = [\d.]+x \(medians of 2 and 2", proc.stdout)
