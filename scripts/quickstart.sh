@@ -7,11 +7,11 @@
 #   bash scripts/quickstart.sh      EPOCHS=10 bash scripts/quickstart.sh   (longer; docs/datasets.md has measured figures)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=$(bash scripts/setup_env.sh)
+PY=${PY:-$(bash scripts/setup_env.sh)}  # PY=python to use your own environment
 EPOCHS=${EPOCHS:-6}
 TEACHER=${TEACHER:-resnet20}
 STUDENT=${STUDENT:-resnet8}
-DECAY="$((EPOCHS * 2 / 3)),$((EPOCHS * 5 / 6))"
+DECAY="$((EPOCHS >= 2 ? EPOCHS * 2 / 3 : 1)),$((EPOCHS >= 2 ? EPOCHS * 5 / 6 : 1))"  # lr / 10 at 2/3 and 5/6
 COMMON=(--dataset synthetic --syn_classes 100 --syn_train_size 5000 --syn_val_size 1000 --num_workers 0
         --epochs "$EPOCHS" --lr_decay_epochs "$DECAY" --save_freq "$EPOCHS" --seed 0 --trial quickstart)
 
@@ -22,7 +22,7 @@ teacher_dir=save/models/${TEACHER}_synthetic_lr_0.05_decay_0.0005_trial_quicksta
     "${COMMON[@]}" --overwrite
 "$PY" train_teacher.py --model "$STUDENT" "${COMMON[@]}" --overwrite
 
-acc() { "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print(f"{r[\"last_acc\"]:.2f} (best {r[\"best_acc\"]:.2f})")' "$1"; }
+acc() { "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print("%.2f (best %.2f)" % (r["last_acc"], r["best_acc"]))' "$1"; }
 echo
 echo "test accuracy after $EPOCHS epochs on synthetic (100 classes):"
 echo "  teacher $TEACHER:              $(acc "$teacher_dir/results.json")"

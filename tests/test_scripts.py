@@ -186,3 +186,18 @@ def test_benchmark_measures_both_configurations_in_rounds(tmp_path):
     assert [config for config, _, _ in rows] == ["fast", "reference", "fast", "reference"]
     assert all(float(rate) > 0 for _, _, rate in rows)
     assert re.search(r"fast / reference = [\d.]+x \(medians of 2 and 2", proc.stdout)
+
+
+def test_quickstart_runs_and_prints_the_three_accuracies(tmp_path):
+    # A tree of links to the project, so the script's ./save is tmp_path/save, not the checkout's.
+    for name in ("train_teacher.py", "train_student.py", "models", "distiller_zoo", "crd", "dataset", "helper",
+                 "scripts"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    env = {**os.environ, "PY": sys.executable, "EPOCHS": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", str(tmp_path / "scripts" / "quickstart.sh")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = proc.stdout[proc.stdout.index("test accuracy after 1 epochs"):]
+    for who in ("teacher resnet20:", "student resnet8 with KD:", "student resnet8 alone:"):
+        assert re.search(re.escape(who) + r"\s+\d+\.\d\d \(best \d+\.\d\d\)", summary), summary
+    assert (tmp_path / "save" / "models").is_dir()
