@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -53,17 +54,21 @@ def to_device(batch: Iterable, device: torch.device, channels_last: bool) -> lis
     return out
 
 
-def check_finite(terms: dict[str, Tensor], total: Tensor, where: str, extra: str = "") -> tuple[float, list[float]]:
-    """The total's and the terms' values (one device sync); a NaN or inf stops the run naming the term."""
-    values = torch.stack([total.detach().float(), *(t.detach().float() for t in terms.values())]).tolist()
-    for name, value in zip(terms, values[1:], strict=True):
-        if not torch.isfinite(torch.tensor(value)):
+def read_step(terms: dict[str, Tensor], total: Tensor, correct: Tensor, where: str,
+              extra: str = "") -> tuple[float, list[float], float]:
+    """The total's and the terms' values and the correct count, in one device sync per step; a NaN or
+    inf stops the run naming the term."""
+    values = torch.stack([total.detach().float(), correct.float(),
+                          *(t.detach().float() for t in terms.values())]).tolist()
+    total_value, correct_value, term_values = values[0], values[1], values[2:]
+    for name, value in zip(terms, term_values, strict=True):
+        if not math.isfinite(value):
             label = TERM_LABELS.get(name, name) + (extra if name == "kd" else "")
             raise NonFiniteLoss(f"{label} loss is {value} at {where}; stopped without saving over the last "
                                 "good checkpoint")
-    if not torch.isfinite(torch.tensor(values[0])):
-        raise NonFiniteLoss(f"total loss is {values[0]} at {where}; stopped without saving")
-    return values[0], values[1:]
+    if not math.isfinite(total_value):
+        raise NonFiniteLoss(f"total loss is {total_value} at {where}; stopped without saving")
+    return total_value, term_values, correct_value
 
 
 def train_epoch(objective, loader: Iterable, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
@@ -76,16 +81,15 @@ def train_epoch(objective, loader: Iterable, optimizer: torch.optim.Optimizer, s
     for batch in loader:
         batch = to_device(batch, device, channels_last)
         logits, terms, total = objective(batch)
-        total_value, values = check_finite(terms, total, where(step), method_label)
+        correct = logits.detach().argmax(1).eq(batch[1]).sum()
+        total_value, values, correct_value = read_step(terms, total, correct, where(step), method_label)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
         if after_backward is not None:
             after_backward()
         scaler.step(optimizer)
         scaler.update()
-        n = batch[1].shape[0]
-        correct = logits.detach().argmax(1).eq(batch[1]).sum().item()
-        totals.add(n, correct, total_value, dict(zip(terms, values, strict=True)))
+        totals.add(batch[1].shape[0], correct_value, total_value, dict(zip(terms, values, strict=True)))
         progress.update(step, totals.loss / totals.samples, 100.0 * totals.correct / totals.samples)
         step += 1
         if should_stop():
@@ -96,7 +100,7 @@ def train_epoch(objective, loader: Iterable, optimizer: torch.optim.Optimizer, s
 @torch.no_grad()
 def validate(model: nn.Module, loader: Iterable, device: torch.device, channels_last: bool, autocast,
              info: DistInfo) -> dict[str, float]:
-    """Top-1, top-5 and CE over the loader (each rank's shard, summed over ranks)."""
+    """Top-1, top-5 and CE over the loader (each rank's shard, summed over ranks), read once at the end."""
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)
     for batch in loader:
@@ -106,9 +110,9 @@ def validate(model: nn.Module, loader: Iterable, device: torch.device, channels_
         logits = logits.float()
         top1, top5 = accuracy(logits, y, topk=(1, 5))
         n = y.shape[0]
-        sums += torch.tensor([n, top1.item() * n / 100.0, top5.item() * n / 100.0,
-                              F.cross_entropy(logits, y, reduction="sum").item()],
-                             dtype=torch.float64, device=device)
+        # Summed on the device: no host sync per batch.
+        sums += torch.stack([torch.full_like(top1, n), top1 * n / 100.0, top5 * n / 100.0,
+                             F.cross_entropy(logits, y, reduction="sum")]).double()
     n, c1, c5, loss = all_reduce_sum(sums, info).tolist()
     n = max(n, 1.0)
     return {"test_acc": 100.0 * c1 / n, "test_acc_top5": 100.0 * c5 / n, "test_loss": loss / n}
