@@ -27,6 +27,10 @@ class FrozenTeacher(nn.Module):
         self.network = network
         self.preact = preact
 
+    def train(self, mode: bool = True) -> FrozenTeacher:
+        """Always eval: the teacher's BatchNorms keep their running statistics whatever a caller asks."""
+        return super().train(False)
+
     def forward(self, x: Tensor, is_feat: bool = False, preact: bool = False) -> Tensor | tuple[list[Tensor], Tensor]:
         if is_feat and preact != self.preact:
             raise ValueError(f"this teacher was frozen for preact={self.preact}, asked for preact={preact}")

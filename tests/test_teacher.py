@@ -41,6 +41,8 @@ def test_folding_keeps_every_feature_and_the_logits(arch, left, preact):
         feats_f, logits_f = folded(x, True, preact)
     # WRN's blocks are pre-activation: a BatchNorm that comes before its convolution stays.
     assert batchnorms(folded) == left
+    with torch.no_grad():  # the model itself is left as it was
+        assert torch.equal(model(x), logits) and batchnorms(model) > left
     for a, b in zip([*feats, logits], [*feats_f, logits_f], strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max().item())
 
@@ -63,6 +65,8 @@ def test_frozen_teacher_outputs_are_float32_tensors_a_loss_can_save():
     assert torch.equal(teacher(x), teacher(x, is_feat=True)[1])  # validation asks for the logits alone
     with pytest.raises(ValueError, match="preact"):
         teacher(x, is_feat=True, preact=True)
+    teacher.train()
+    assert not teacher.training and not any(m.training for m in teacher.modules())
 
 
 def test_student_run_is_the_same_with_and_without_folding(tmp_path):
