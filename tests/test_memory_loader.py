@@ -200,3 +200,13 @@ def test_compile_reports_its_time_apart(tmp_path):
     best = torch.load(tmp_path / "save/models/resnet8_synthetic_lr_0.05_decay_0.0005_trial_0/resnet8_best.pth",
                       weights_only=True)
     assert not any(key.startswith("_orig_mod") for key in best["model"])
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_distillation_runs(run_student, tmp_path):
+    # The student and the frozen teacher (its folded graph) are both compiled.
+    proc = run_student("--compile", "--distill", "kd", "--syn_train_size", "32", "--syn_val_size", "32")
+    assert "compile time:" in proc.stdout and "best accuracy:" in proc.stdout
+    rows = metrics(tmp_path / "save/student_model/S:resnet8_T:resnet20_synthetic_kd_r:0.1_a:0.9_b:0.0_1")
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["loss_div"]) for r in rows)
