@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from dataset import DatasetUnavailable, build_data
-from distiller_zoo.registry import MethodContext, MethodSpec, Weights, get_method, method_names
+from distiller_zoo.registry import DistillMethod, MethodContext, MethodSpec, Weights, get_method, method_names
 from helper.checkpoint import load_strict, safe_load, state_dict_of
 from helper.distributed import broadcast_state, gradient_averager, rank_zero_first
 from helper.engine import validate
@@ -24,7 +24,7 @@ from helper.objectives import DistillObjective, InitObjective
 from helper.options import OneLineParser, add_training_args, validate_training_args
 from helper.pretrained import torchvision_state_dict
 from helper.setup import Runtime, build_train_loader, build_val_loader, place_model, setup_runtime, wrap_ddp
-from helper.teacher import freeze_teacher
+from helper.teacher import FrozenTeacher, freeze_teacher
 from helper.trainer import RunOutputs, Stage, Trainer, prepare_outputs
 from helper.util import lr_at_epoch
 from models import IMAGENET_MODELS, build_model, model_dict
@@ -134,6 +134,12 @@ def build_method(spec: MethodSpec, student, teacher, opt: argparse.Namespace, bu
         return spec.build(ctx)
 
 
+def place_networks(opt: argparse.Namespace, spec: MethodSpec, teacher: torch.nn.Module, student: torch.nn.Module,
+                   method: DistillMethod, rt: Runtime) -> tuple[FrozenTeacher, torch.nn.Module, DistillMethod]:
+    """The frozen teacher, the student and the method's modules on the device, as a run trains them."""
+    return freeze_teacher(teacher, rt, spec.preact, opt.fold_teacher_bn), place_model(student, rt), method.to(rt.device)
+
+
 def make_stages(opt, spec: MethodSpec, student, train_student, teacher, method, rt: Runtime) -> list[Stage]:
     """The init stage when the method has one, then distillation."""
     stages = []
@@ -170,9 +176,7 @@ def main(argv: list[str] | None = None) -> None:
 
     train_loader = build_train_loader(opt, bundle, "crd" if spec.needs_contrast else "instance", rt)
     val_loader = build_val_loader(opt, bundle, rt)
-    teacher = freeze_teacher(teacher, rt, spec.preact, opt.fold_teacher_bn)
-    student = place_model(student, rt)
-    method = method.to(rt.device)
+    teacher, student, method = place_networks(opt, spec, teacher, student, method, rt)
     broadcast_state(method, rt.info)
     if resume is None:  # every rank: validate reduces each rank's shard
         acc = validate(teacher, val_loader, rt.device, rt.channels_last, rt.autocast, rt.info)["test_acc"]

@@ -33,10 +33,9 @@ from dataset import build_data  # noqa: E402
 from helper.engine import EpochTotals, train_epoch  # noqa: E402
 from helper.precision import resolve_device  # noqa: E402
 from helper.runlog import Progress  # noqa: E402
-from helper.setup import build_train_loader, place_model, setup_runtime  # noqa: E402
-from helper.teacher import freeze_teacher  # noqa: E402
+from helper.setup import build_train_loader, setup_runtime  # noqa: E402
 from models import build_model  # noqa: E402
-from train_student import build_method, make_stages, parse_option  # noqa: E402
+from train_student import build_method, make_stages, parse_option, place_networks  # noqa: E402
 
 PAIRS = ("kd:resnet32x4:resnet8x4", "crd:resnet32x4:resnet8x4", "kd:wrn_40_2:wrn_16_2")
 CONFIGS = {
@@ -127,9 +126,7 @@ def measure(pair: str, config: str, bundle, args: argparse.Namespace) -> Result:
     student = build_model(opt.model_s, bundle.num_classes)
     method = build_method(spec, student, teacher, opt, bundle)
     loader = build_train_loader(opt, bundle, "crd" if spec.needs_contrast else "instance", rt)
-    teacher = freeze_teacher(teacher, rt, spec.preact, opt.fold_teacher_bn)
-    student = place_model(student, rt)
-    method = method.to(rt.device)
+    teacher, student, method = place_networks(opt, spec, teacher, student, method, rt)
     stage = make_stages(opt, spec, student, student, teacher, method, rt)[-1]
     loader.set_position(1, 0)
     clocked = Clocked(loader, args.warmup, args.steps, rt.device)
