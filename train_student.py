@@ -14,7 +14,15 @@ from pathlib import Path
 import torch
 
 from dataset import DatasetUnavailable, build_data
-from distiller_zoo.registry import DistillMethod, MethodContext, MethodSpec, Weights, get_method, method_names
+from distiller_zoo.registry import (
+    DistillMethod,
+    MethodContext,
+    MethodSpec,
+    Weights,
+    add_method_args,
+    get_method,
+    method_names,
+)
 from helper.checkpoint import load_strict, safe_load, state_dict_of
 from helper.distributed import broadcast_state, gradient_averager, rank_zero_first
 from helper.engine import validate
@@ -57,6 +65,7 @@ def parse_option(argv: list[str] | None = None) -> tuple[argparse.Namespace, Met
     m.add_argument("--nce_k", type=int, default=16384, help="CRD: negatives per sample")
     m.add_argument("--nce_t", type=float, default=0.07, help="CRD: temperature")
     m.add_argument("--nce_m", type=float, default=0.5, help="CRD: memory momentum")
+    add_method_args(parser)
     add_training_args(parser)
     opt = parser.parse_args(argv)
 
@@ -187,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
     stages = make_stages(opt, spec, student, train_student, teacher, method, rt)
     method_params = [p for p in method.parameters() if p.requires_grad]
     Trainer(opt=opt, out=out, model=student, extra_state=method, stages=stages, train_loader=train_loader,
-            val_loader=val_loader, eval_model=student, rt=rt, scaler=rt.grad_scaler(),
+            val_loader=val_loader, eval_model=method.eval_model(student), rt=rt, scaler=rt.grad_scaler(),
             method_label=f" ({spec.name})", after_backward=gradient_averager(method_params, rt.info)).fit(resume)
 
 

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from torch import Tensor, nn
@@ -45,9 +46,48 @@ class MethodContext:
     num_classes: int
 
 
+class Networks:
+    """Forward passes beyond the one the objective ran: a method's extra views, attacks, Grad-CAMs.
+
+    Outputs are float32 as in :class:`DistillBatch`; the networks run under the run's autocast.
+    ``student`` is the network being trained (unwrapped from DDP: an extra pass joins the same
+    backward, and DDP's hooks see each parameter's gradient once). ``teacher(x, input_grad=True)``
+    keeps autograd on through the frozen teacher, for gradients with respect to its input; its
+    parameters never receive any.
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, autocast: Callable[[], AbstractContextManager]):
+        self.student_network, self.teacher_network, self.autocast = student, teacher, autocast
+
+    def student(self, x: Tensor, is_feat: bool = False, preact: bool = False):
+        with self.autocast():
+            out = self.student_network(x, is_feat=is_feat, preact=preact) if is_feat else self.student_network(x)
+        return _float_outputs(out)
+
+    def teacher(self, x: Tensor, is_feat: bool = False, preact: bool = False, input_grad: bool = False):
+        with self.autocast():
+            if is_feat:
+                out = self.teacher_network(x, is_feat=True, preact=preact, input_grad=input_grad)
+            else:
+                out = self.teacher_network(x, input_grad=input_grad)
+        return _float_outputs(out)
+
+
+def _float_outputs(out):
+    if isinstance(out, tuple):
+        feats, logits = out
+        return [f.float() for f in feats], logits.float()
+    return out.float()
+
+
 @dataclass
 class DistillBatch:
-    """One batch as a method sees it. Features and logits are float32 whatever the precision."""
+    """One batch as a method sees it. Features and logits are float32 whatever the precision.
+
+    ``image`` is the input both networks saw (after :meth:`DistillMethod.prepare_batch`), ``nets``
+    runs further passes, and ``epoch``/``epochs`` place the step in the stage (1-based) for methods
+    with a schedule (warm-ups, decaying weights).
+    """
 
     feat_s: list[Tensor]
     feat_t: list[Tensor]
@@ -56,6 +96,10 @@ class DistillBatch:
     target: Tensor
     index: Tensor | None = None
     contrast_idx: Tensor | None = None
+    image: Tensor | None = None
+    nets: Networks | None = None
+    epoch: int = 1
+    epochs: int = 1
 
 
 @dataclass
@@ -73,15 +117,50 @@ class InitStage:
     student_trunk: bool = False
 
 
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
 class DistillMethod(nn.Module):
     """A built method: its loss on a batch, its trainable modules, its optional init stage.
 
     Parameters that require grad are trained with the student in the main stage; buffers (a
-    memory bank, say) are saved and restored with the run.
+    memory bank, say) are saved and restored with the run. Most methods only define
+    :meth:`forward` (the ``-b`` term); the other hooks let a method change what a step computes
+    without the trainer knowing which method it runs.
     """
+
+    #: weights of the terms :meth:`loss_terms` adds beyond 'cls', 'div' and 'kd' (MLKD's ``-d``, say)
+    extra_weights: dict[str, float] = {}
 
     def forward(self, batch: DistillBatch) -> Tensor:
         raise NotImplementedError
+
+    def prepare_batch(self, batch: list[Tensor]) -> list[Tensor] | None:
+        """The batch (image, target, index, ...) on the device before both networks see it.
+
+        Return a changed batch (extra views, say) or None to skip this step (SemCKD skips batches
+        smaller than ``--batch_size``); the trainer counts skipped steps.
+        """
+        return batch
+
+    def loss_terms(self, batch: DistillBatch, ce: LossFn, kd: LossFn) -> tuple[Tensor, dict[str, Tensor]]:
+        """The student's logits for the training accuracy and the unweighted loss terms.
+
+        The logits are one row per sample of the batch as the loader gave it (before
+        :meth:`prepare_batch`), in its order, since the trainer scores them against its labels.
+
+        'cls', 'div' and 'kd' are weighted by ``-r``, ``-a`` and ``-b``; any other name by
+        :attr:`extra_weights`. ``ce`` is the cross-entropy and ``kd`` the run's KD criterion.
+        """
+        return batch.logit_s, {
+            "cls": ce(batch.logit_s, batch.target),
+            "div": kd(batch.logit_s, batch.logit_t),
+            "kd": self(batch),
+        }
+
+    def eval_model(self, student: nn.Module) -> nn.Module:
+        """The network that is evaluated each epoch: the student itself unless the method adds a head."""
+        return student
 
     def init_stage(self, student: nn.Module) -> InitStage | None:
         """The method's pre-training stage, or None when it has none."""
@@ -111,6 +190,10 @@ class MethodSpec:
     preact: bool = False
     uses_features: bool = True
     needs_contrast: bool = False
+    #: the images require grad before the forward (input-gradient methods: Sobolev, LwM)
+    input_grad: bool = False
+    #: adds the method's own flags to its argument group of train_student.py
+    add_args: Callable[[argparse._ArgumentGroup], None] | None = None
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -144,6 +227,14 @@ def load_methods() -> None:
 def method_names() -> list[str]:
     load_methods()
     return sorted(_METHODS)
+
+
+def add_method_args(parser: argparse.ArgumentParser) -> None:
+    """Every method's own flags, one group per method that has any."""
+    load_methods()
+    for spec in _METHODS.values():
+        if spec.add_args is not None:
+            spec.add_args(parser.add_argument_group(f"{spec.name}: {spec.summary}"))
 
 
 def get_method(name: str) -> MethodSpec:

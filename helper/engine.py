@@ -26,6 +26,7 @@ class EpochTotals:
     correct: float = 0.0
     loss: float = 0.0
     terms: dict[str, float] = field(default_factory=dict)
+    skipped: int = 0  # steps the method declined (SemCKD's batches smaller than --batch_size)
 
     def add(self, n: int, correct: float, loss: float, terms: dict[str, float]) -> None:
         self.samples += n
@@ -37,12 +38,14 @@ class EpochTotals:
     def reduced(self, info: DistInfo, device: torch.device) -> dict[str, float]:
         """Averages over every rank's samples."""
         names = sorted(self.terms)
-        local = torch.tensor([self.samples, self.correct, self.loss, *(self.terms[n] for n in names)],
+        local = torch.tensor([self.samples, self.correct, self.loss, self.skipped, *(self.terms[n] for n in names)],
                              dtype=torch.float64, device=device)
         total = all_reduce_sum(local, info).tolist()
         n = max(total[0], 1.0)
         row = {"train_acc": 100.0 * total[1] / n, "loss": total[2] / n}
-        row.update({f"loss_{name}": value / n for name, value in zip(names, total[3:], strict=True)})
+        if total[3]:
+            row["skipped_steps"] = int(total[3])
+        row.update({f"loss_{name}": value / n for name, value in zip(names, total[4:], strict=True)})
         return row
 
 
@@ -80,7 +83,14 @@ def train_epoch(objective, loader: Iterable, optimizer: torch.optim.Optimizer, s
     step = first_step
     for batch in loader:
         batch = to_device(batch, device, channels_last)
-        logits, terms, total = objective(batch)
+        result = objective(batch)
+        if result is None:  # the method skipped this batch
+            totals.skipped += 1
+            step += 1
+            if should_stop():
+                break
+            continue
+        logits, terms, total = result
         correct = logits.detach().argmax(1).eq(batch[1]).sum()
         total_value, values, correct_value = read_step(terms, total, correct, where(step), method_label)
         optimizer.zero_grad(set_to_none=True)

@@ -12,11 +12,11 @@ from contextlib import AbstractContextManager
 from torch import Tensor, nn
 
 from distiller_zoo.KD import DistillKL
-from distiller_zoo.registry import DistillBatch, DistillMethod, InitStage, MethodSpec, Weights
+from distiller_zoo.registry import DistillBatch, DistillMethod, InitStage, MethodSpec, Networks, Weights
 from helper.teacher import FrozenTeacher
 
 Autocast = Callable[[], AbstractContextManager]
-StepResult = tuple[Tensor, dict[str, Tensor], Tensor]
+StepResult = tuple[Tensor, dict[str, Tensor], Tensor]  # logits, unweighted terms, weighted total
 
 
 def _as_float(tensors: list[Tensor]) -> list[Tensor]:
@@ -26,6 +26,8 @@ def _as_float(tensors: list[Tensor]) -> list[Tensor]:
 def forward_pair(student: nn.Module, teacher: FrozenTeacher, x: Tensor, spec: MethodSpec,
                  autocast: Autocast) -> tuple[list[Tensor], Tensor, list[Tensor], Tensor]:
     """Both networks on one batch, every output in float32 for the losses."""
+    if spec.input_grad:
+        x.requires_grad_(True)
     with autocast():
         if spec.uses_features:
             feat_s, logit_s = student(x, is_feat=True, preact=spec.preact)
@@ -36,16 +38,27 @@ def forward_pair(student: nn.Module, teacher: FrozenTeacher, x: Tensor, spec: Me
     return _as_float(list(feat_s)), logit_s.float(), feat_t, logit_t
 
 
-def _distill_batch(batch: list[Tensor], feats: tuple) -> DistillBatch:
+class _Schedule:
+    """Where the stage stands, for methods with warm-ups or decaying weights."""
+
+    epoch: int = 1
+    epochs: int = 1
+
+    def set_epoch(self, epoch: int, epochs: int) -> None:
+        self.epoch, self.epochs = epoch, epochs
+
+
+def _distill_batch(batch: list[Tensor], feats: tuple, nets: Networks, schedule: _Schedule) -> DistillBatch:
     feat_s, logit_s, feat_t, logit_t = feats
     return DistillBatch(
         feat_s=feat_s, feat_t=feat_t, logit_s=logit_s, logit_t=logit_t, target=batch[1],
         index=batch[2] if len(batch) > 2 else None,
         contrast_idx=batch[3] if len(batch) > 3 else None,
+        image=batch[0], nets=nets, epoch=schedule.epoch, epochs=schedule.epochs,
     )
 
 
-class SupervisedObjective:
+class SupervisedObjective(_Schedule):
     """Cross-entropy on the labels: training a teacher, or a student without a teacher."""
 
     term_names = ("cls",)
@@ -65,38 +78,41 @@ class SupervisedObjective:
         return logits, {"cls": loss}, loss
 
 
-class DistillObjective:
-    """``-r`` CE + ``-a`` KD + ``-b`` the method's term, as RepDistiller's ``train_distill``."""
+class DistillObjective(_Schedule):
+    """``-r`` CE + ``-a`` KD + ``-b`` the method's term, as RepDistiller's ``train_distill``.
+
+    The method may reshape the batch first, skip it (the step then returns None), replace the
+    terms and add its own (see :class:`DistillMethod`).
+    """
 
     term_names = ("cls", "div", "kd")
 
     def __init__(self, student: nn.Module, teacher: FrozenTeacher, method: DistillMethod, spec: MethodSpec,
                  weights: Weights, kd_T: float, autocast: Autocast):
         self.student, self.teacher, self.method, self.spec = student, teacher, method, spec
-        self.weights = weights
+        self.weights = {"cls": weights.gamma, "div": weights.alpha, "kd": weights.beta, **method.extra_weights}
         self.autocast = autocast
         self.criterion_cls = nn.CrossEntropyLoss()
         self.criterion_div = DistillKL(kd_T)
+        self.nets = Networks(getattr(student, "module", student), teacher, autocast)
 
     def train_mode(self) -> None:
         self.student.train()
         self.method.train()
         self.teacher.eval()
 
-    def __call__(self, batch: list[Tensor]) -> StepResult:
+    def __call__(self, batch: list[Tensor]) -> StepResult | None:
+        batch = self.method.prepare_batch(batch)
+        if batch is None:
+            return None
         feats = forward_pair(self.student, self.teacher, batch[0], self.spec, self.autocast)
-        _, logit_s, _, logit_t = feats
-        terms = {
-            "cls": self.criterion_cls(logit_s, batch[1]),
-            "div": self.criterion_div(logit_s, logit_t),
-            "kd": self.method(_distill_batch(batch, feats)),
-        }
-        w = self.weights
-        total = w.gamma * terms["cls"] + w.alpha * terms["div"] + w.beta * terms["kd"]
-        return logit_s, terms, total
+        logits, terms = self.method.loss_terms(_distill_batch(batch, feats, self.nets, self),
+                                               self.criterion_cls, self.criterion_div)
+        total = sum(self.weights[name] * value for name, value in terms.items())
+        return logits, terms, total
 
 
-class InitObjective:
+class InitObjective(_Schedule):
     """A method's pre-training stage: its own loss alone, as RepDistiller's ``helper/pretrain.py``."""
 
     term_names = ("init",)
@@ -105,6 +121,7 @@ class InitObjective:
                  autocast: Autocast):
         self.student, self.teacher, self.spec, self.stage = student, teacher, spec, stage
         self.autocast = autocast
+        self.nets = Networks(getattr(student, "module", student), teacher, autocast)
 
     def train_mode(self) -> None:
         # RepDistiller: the student in eval, then the trained modules (its trunk too) in train.
@@ -117,5 +134,5 @@ class InitObjective:
 
     def __call__(self, batch: list[Tensor]) -> StepResult:
         feats = forward_pair(self.student, self.teacher, batch[0], self.spec, self.autocast)
-        loss = self.stage.loss(_distill_batch(batch, feats))
+        loss = self.stage.loss(_distill_batch(batch, feats, self.nets, self))
         return feats[1], {"init": loss}, loss

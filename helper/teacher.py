@@ -31,10 +31,13 @@ class FrozenTeacher(nn.Module):
         """Always eval: the teacher's BatchNorms keep their running statistics whatever a caller asks."""
         return super().train(False)
 
-    def forward(self, x: Tensor, is_feat: bool = False, preact: bool = False) -> Tensor | tuple[list[Tensor], Tensor]:
+    def forward(self, x: Tensor, is_feat: bool = False, preact: bool = False,
+                input_grad: bool = False) -> Tensor | tuple[list[Tensor], Tensor]:
+        """``input_grad``: keep autograd on, so outputs can be differentiated with respect to ``x``
+        (adversarial samples, Jacobians, Grad-CAM); the parameters still never require grad."""
         if is_feat and preact != self.preact:
             raise ValueError(f"this teacher was frozen for preact={self.preact}, asked for preact={preact}")
-        with torch.inference_mode():
+        with torch.enable_grad() if input_grad else torch.inference_mode():
             feats, logits = self.network(x, True, self.preact)  # positional: tracing renames the keywords
         logits = logits.to(torch.float32, copy=True)
         if not is_feat:

@@ -216,6 +216,7 @@ class Trainer:
         for group in stage.optimizer.param_groups:
             group["lr"] = lr
         self.train_loader.set_position(index * 100_000 + epoch, first_step)
+        stage.objective.set_epoch(epoch, stage.epochs)
         label = f"Epoch: [{epoch}]" if stage.name == "main" else f"Init epoch: [{epoch}]"
         progress = Progress(label, len(self.train_loader), self.opt.print_freq, enabled=self.info.is_main)
         print("==> training..." if stage.name == "main" else f"==> {stage.name} stage...")
@@ -231,9 +232,10 @@ class Trainer:
             self._stop(stage, Position(stage.name, epoch, step), totals)
         if compile_time:
             print(f"compile time: {compile_time:.2f} s")
-        print(f"epoch {epoch}, total time {epoch_time:.2f}")
         row = {"stage": stage.name, "epoch": epoch, "lr": lr, **totals.reduced(self.info, self.device),
                "epoch_time": epoch_time}
+        skipped = f", skipped {row['skipped_steps']} steps" if "skipped_steps" in row else ""
+        print(f"epoch {epoch}, total time {epoch_time:.2f}{skipped}")
         if stage.evaluate:
             row.update(validate(self.eval_model, self.val_loader, self.device, self.channels_last,
                                 self.autocast, self.info))
