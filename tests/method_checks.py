@@ -12,15 +12,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from distiller_zoo.registry import DistillBatch, DistillMethod, MethodContext, get_method
+from distiller_zoo.registry import DistillBatch, DistillMethod, MethodContext, add_method_args, get_method
 
 # RepDistiller's defaults for the options methods read at build time.
 DEFAULT_OPT = {"hint_layer": 2, "feat_dim": 128, "kd_T": 4.0, "nce_k": 16, "nce_t": 0.07, "nce_m": 0.5,
                "mode": "exact", "learning_rate": 0.05, "init_epochs": 30}
 
 
+def method_flag_defaults() -> dict:
+    """The defaults of every method's own flags (``MethodSpec.add_args``), as the CLI would set them."""
+    parser = argparse.ArgumentParser()
+    add_method_args(parser)
+    return vars(parser.parse_args([]))
+
+
 def make_opt(**overrides) -> argparse.Namespace:
-    return argparse.Namespace(**{**DEFAULT_OPT, **overrides})
+    return argparse.Namespace(**{**DEFAULT_OPT, **method_flag_defaults(), **overrides})
 
 
 def build_method(name: str, student: nn.Module, teacher: nn.Module, size: int = 16, n_data: int = 64,
