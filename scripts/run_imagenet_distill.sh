@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# bash (arrays): started by another shell (sh = dash), it re-executes itself under bash first.
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 # ImageNet distillation ResNet34 -> ResNet18 with SemCKD's recipe (its README): global batch 256,
 # 90 epochs, lr 0.1 x0.1 after epochs 30 and 60, weight decay 1e-4, SGD momentum 0.9, one process per
 # GPU under torchrun. --batch_size is per process, so it is GLOBAL_BATCH / (NNODES * NPROC_PER_NODE):
@@ -12,9 +14,9 @@
 # The teacher is torchvision's ResNet34 (V1 weights, 73.3% top-1) from the torch hub cache; offline, put
 # resnet34-b627a593.pth in ~/.cache/torch/hub/checkpoints/. PATH_T=<checkpoint> uses a teacher file instead.
 #
-# One node, 8 GPUs:     DATA=/data/imagenet scripts/run_imagenet_distill.sh
+# One node, 8 GPUs:     DATA=/data/imagenet sh scripts/run_imagenet_distill.sh
 # Two nodes, 8 GPUs each (run on both, NODE_RANK 0 on the node at MASTER_ADDR, 1 on the other):
-#   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 DATA=/data/imagenet scripts/run_imagenet_distill.sh
+#   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 DATA=/data/imagenet sh scripts/run_imagenet_distill.sh
 # Extra arguments are passed to every run, e.g. --num_workers 16. A failing run stops the script.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -38,6 +40,7 @@ if [[ -n ${PATH_T:-} ]]; then
 else
     TEACHER=(--teacher_weights torchvision --model_t ResNet34)
 fi
+# shellcheck disable=SC2054  # 30,60 is one argument, --lr_decay_epochs' list
 SEMCKD_RECIPE=(--dataset imagenet --data_folder "$DATA" --model_s ResNet18 --batch_size $((GLOBAL_BATCH / PROCESSES))
                --epochs 90 --learning_rate 0.1 --lr_decay_epochs 30,60 --lr_decay_rate 0.1 --weight_decay 1e-4
                --momentum 0.9)

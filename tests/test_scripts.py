@@ -25,7 +25,7 @@ UNREACHABLE = "http://127.0.0.1:9/repo"  # the discard port: connection refused 
 def fetch(cwd: Path, *names: str, url: str = UNREACHABLE) -> subprocess.CompletedProcess:
     env = {**os.environ, "TEACHER_URL": url, "PYTHON": sys.executable, "CONNECT_TIMEOUT": "3",
            "OMP_NUM_THREADS": "1"}
-    return subprocess.run(["bash", str(SCRIPTS / "fetch_pretrained_teachers.sh"), *names], cwd=cwd, env=env,
+    return subprocess.run(["sh", str(SCRIPTS / "fetch_pretrained_teachers.sh"), *names], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
 
@@ -69,7 +69,7 @@ def test_fetch_defaults_to_repdistillers_urls():
     text = (SCRIPTS / "fetch_pretrained_teachers.sh").read_text()
     assert "BASE_URL=${TEACHER_URL:-http://shape2prog.csail.mit.edu/repo}" in text
     assert '"$BASE_URL/$1_vanilla/ckpt_epoch_240.pth"' in text
-    assert re.search(r"PUBLISHED=\(" + " ".join(PUBLISHED) + r"\)", text)
+    assert f'PUBLISHED="{" ".join(PUBLISHED)}"' in text
 
 
 def test_fetch_skips_and_checks_a_file_already_present(tmp_path):
@@ -152,14 +152,14 @@ def test_check_teacher_refuses_in_one_line(tmp_path, capsys):
 
 def test_run_cifar_distill_issues_repdistillers_runs(tmp_path):
     calls = fake_python_calls(tmp_path, "run_cifar_distill.sh", "--epochs", "2")
-    methods = [flag(call, "--distill") for call in calls]
+    methods = [flag(call, "--distill") for call in calls][:14]  # RD's 14 lines first; more may be appended
     assert methods == ["kd", "hint", "attention", "similarity", "correlation", "vid", "rkd", "pkt",
                        "abound", "factor", "fsp", "nst", "crd", "crd"]
     for call in calls:
         assert call[0] == "train_student.py" and call[-2:] == ["--epochs", "2"]
         assert flag(call, "--path_t") == "./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth"
         assert flag(call, "--model_s") == "resnet8x4" and flag(call, "--trial") == "1"
-    weights = [tuple(float(flag(call, f)) for f in ("-r", "-a", "-b")) for call in calls]
+    weights = [tuple(float(flag(call, f)) for f in ("-r", "-a", "-b")) for call in calls[:14]]
     for method, w in zip(methods[:-1], weights[:-1], strict=True):
         spec = get_method(method).weights
         assert w == (spec.gamma, spec.alpha, spec.beta), method
@@ -194,7 +194,7 @@ def test_quickstart_runs_and_prints_the_three_accuracies(tmp_path):
                  "scripts"):
         (tmp_path / name).symlink_to(ROOT / name)
     env = {**os.environ, "PY": sys.executable, "EPOCHS": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(["bash", str(tmp_path / "scripts" / "quickstart.sh")], env=env, capture_output=True,
+    proc = subprocess.run(["sh", str(tmp_path / "scripts" / "quickstart.sh")], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = proc.stdout[proc.stdout.index("test accuracy after 1 epochs"):]
