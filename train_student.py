@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
         bundle = build_data(opt)
         teacher = load_teacher(opt, bundle.num_classes)
         student = build_model(opt.model_s, bundle.num_classes)
-    if spec.needs_contrast and opt.nce_k >= len(bundle.train):
+    contrast = spec.wants_contrast(opt)
+    if contrast and opt.nce_k >= len(bundle.train):
         raise UserError(f"--nce_k {opt.nce_k} must be smaller than the training set ({len(bundle.train)} samples)")
     opt.model_name = student_run_name(opt)
     opt.save_folder = str(Path(opt.model_path) / opt.model_name)
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     resume = prepare_outputs(out, opt, rt.info)
     method = build_method(spec, student, teacher, opt, bundle)
 
-    train_loader = build_train_loader(opt, bundle, "crd" if spec.needs_contrast else "instance", rt)
+    train_loader = build_train_loader(opt, bundle, "crd" if contrast else "instance", rt)
     val_loader = build_val_loader(opt, bundle, rt)
     teacher, student, method = place_networks(opt, spec, teacher, student, method, rt)
     broadcast_state(method, rt.info)

@@ -189,11 +189,17 @@ class MethodSpec:
     aliases: tuple[str, ...] = ()
     preact: bool = False
     uses_features: bool = True
-    needs_contrast: bool = False
+    #: the loader supplies each sample's index and CRD contrast indices; a function of the options
+    #: when a flag decides it (RRD's --memory_type momentum): read it through :meth:`wants_contrast`
+    needs_contrast: bool | Callable[[argparse.Namespace], bool] = False
     #: the images require grad before the forward (input-gradient methods: Sobolev, LwM)
     input_grad: bool = False
     #: adds the method's own flags to its argument group of train_student.py
     add_args: Callable[[argparse._ArgumentGroup], None] | None = None
+
+    def wants_contrast(self, opt: argparse.Namespace) -> bool:
+        """Whether this run's loader must supply indices and contrast indices (the "crd" variant)."""
+        return bool(self.needs_contrast(opt)) if callable(self.needs_contrast) else self.needs_contrast
 
 
 _METHODS: dict[str, MethodSpec] = {}
