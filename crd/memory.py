@@ -90,12 +90,23 @@ class ContrastMemory(nn.Module):
 
         with torch.no_grad():
             momentum = self.params[_MOMENTUM]
-            y = all_gather_cat(y, info)
-            v1, v2 = all_gather_cat(torch.cat([v1, v2], dim=1), info).split(dim, dim=1)
+            y, v1, v2 = _gather_rows(y, v1, v2, info)
             for bank, v in ((self.memory_v1, v1), (self.memory_v2, v2)):
                 mixed = bank[y] * momentum + v * (1 - momentum)
                 bank.index_copy_(0, y, mixed / mixed.pow(2).sum(1, keepdim=True).sqrt())
         return out_v1, out_v2
+
+
+def _gather_rows(y: Tensor, v1: Tensor, v2: Tensor, info) -> tuple[Tensor, Tensor, Tensor]:
+    """The global batch's indices and embeddings in one all-gather: the int64 indices travel as the
+    bits of two float32 columns beside the embeddings, and come back exactly."""
+    if not info.enabled:
+        return y, v1, v2
+    dim = v1.shape[1]
+    bits = y.reshape(-1, 1).view(v1.dtype)  # int64 -> (B, 8 // itemsize) columns of v1's dtype
+    rows = all_gather_cat(torch.cat([bits, v1, v2], dim=1), info)
+    bits, v1, v2 = rows.split([bits.shape[1], dim, dim], dim=1)
+    return bits.contiguous().view(torch.int64).reshape(-1), v1, v2
 
 
 class AliasMethod(nn.Module):

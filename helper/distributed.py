@@ -85,20 +85,23 @@ def broadcast_int(value: int, info: DistInfo, device: torch.device) -> int:
 
 def all_gather_cat(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Every rank's ``tensor`` concatenated along dim 0 in rank order, the same on every rank; the
-    tensor itself in a single process. Ranks may hold different lengths (sizes are gathered first,
-    then rows padded to the longest), so a smaller last batch is gathered whole."""
+    tensor itself in a single process. One collective, no host sync: every rank must hold as many
+    rows, which our samplers guarantee (DistributedSampler pads each rank's shard to the same
+    length, so the ranks' batches, the last included, are equal)."""
     if not info.enabled:
         return tensor
-    size = torch.tensor([tensor.shape[0]], dtype=torch.int64, device=tensor.device)
-    sizes = [torch.empty_like(size) for _ in range(info.world_size)]
-    dist.all_gather(sizes, size)
-    lengths = torch.cat(sizes).tolist()
-    longest = max(lengths)
-    padded = tensor.new_zeros((longest, *tensor.shape[1:]))
-    padded[: tensor.shape[0]] = tensor
-    parts = [torch.empty_like(padded) for _ in lengths]
-    dist.all_gather(parts, padded.contiguous())
-    return torch.cat([part[:n] for part, n in zip(parts, lengths, strict=True)])
+    parts = [torch.empty_like(tensor) for _ in range(info.world_size)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
+def gather_objects(obj: object, info: DistInfo) -> list[object] | None:
+    """Every rank's picklable ``obj`` in rank order on rank 0 (None elsewhere); ``[obj]`` in one process."""
+    if not info.enabled:
+        return [obj]
+    gathered = [None] * info.world_size if info.is_main else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered
 
 
 def broadcast_state(module: torch.nn.Module, info: DistInfo) -> None:

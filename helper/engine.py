@@ -57,28 +57,52 @@ def to_device(batch: Iterable, device: torch.device, channels_last: bool) -> lis
     return out
 
 
-def read_step(terms: dict[str, Tensor], total: Tensor, correct: Tensor, where: str,
+class StepVerdict:
+    """What every rank agrees on after a step: stop now (a signal reached some rank), or the loss
+    went non-finite on some rank. Agreed in the step's one host sync, so no rank waits on another."""
+
+    def __init__(self, info: DistInfo):
+        self.info = info
+        self.local_stop = False  # set by a signal handler on this rank
+        self.stop = False  # agreed: some rank was asked to stop
+
+    def agree(self, device: torch.device) -> bool:
+        """Agree on the stop flag alone (steps with nothing else to read, and the end of an epoch)."""
+        flag = torch.tensor([float(self.local_stop)], device=device)
+        self.stop = self.stop or all_reduce_sum(flag, self.info).item() > 0
+        return self.stop
+
+
+def read_step(terms: dict[str, Tensor], total: Tensor, correct: Tensor, where: str, verdict: StepVerdict,
               extra: str = "") -> tuple[float, list[float], float]:
-    """The total's and the terms' values and the correct count, in one device sync per step; a NaN or
-    inf stops the run naming the term."""
+    """The total's and the terms' values and the correct count, in one device sync per step, together
+    with the agreed stop flag; a NaN or inf on any rank stops every rank, naming the term."""
     values = torch.stack([total.detach().float(), correct.float(),
-                          *(t.detach().float() for t in terms.values())]).tolist()
-    total_value, correct_value, term_values = values[0], values[1], values[2:]
-    for name, value in zip(terms, term_values, strict=True):
-        if not math.isfinite(value):
-            label = TERM_LABELS.get(name, name) + (extra if name == "kd" else "")
-            raise NonFiniteLoss(f"{label} loss is {value} at {where}; stopped without saving over the last "
+                          *(t.detach().float() for t in terms.values())])
+    losses = torch.cat([values[2:], values[:1]])  # the terms, then the total
+    flags = torch.cat([(~torch.isfinite(losses)).float(),
+                       torch.tensor([float(verdict.local_stop)], device=values.device)])
+    if verdict.info.enabled:
+        flags = all_reduce_sum(flags, verdict.info)
+    read = torch.cat([values, flags]).tolist()
+    n = len(terms)
+    total_value, correct_value, term_values = read[0], read[1], read[2:2 + n]
+    bad, stop = read[2 + n:-1], read[-1]
+    verdict.stop = verdict.stop or stop > 0
+    for name, value, flagged in zip([*terms, None], [*term_values, total_value], bad, strict=True):
+        if flagged:
+            shown = value if not math.isfinite(value) else "non-finite on another process"
+            label = "total" if name is None else TERM_LABELS.get(name, name) + (extra if name == "kd" else "")
+            raise NonFiniteLoss(f"{label} loss is {shown} at {where}; stopped without saving over the last "
                                 "good checkpoint")
-    if not math.isfinite(total_value):
-        raise NonFiniteLoss(f"total loss is {total_value} at {where}; stopped without saving")
     return total_value, term_values, correct_value
 
 
 def train_epoch(objective, loader: Iterable, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                 device: torch.device, channels_last: bool, totals: EpochTotals, first_step: int,
                 progress: Progress, where: Callable[[int], str], method_label: str,
-                should_stop: Callable[[], bool], after_backward: Callable[[], None] | None = None) -> int:
-    """Train until the loader ends or a stop is requested; returns the next step's index."""
+                verdict: StepVerdict, after_backward: Callable[[], None] | None = None) -> int:
+    """Train until the loader ends or a stop is agreed; returns the next step's index."""
     objective.train_mode()
     step = first_step
     for batch in loader:
@@ -87,12 +111,12 @@ def train_epoch(objective, loader: Iterable, optimizer: torch.optim.Optimizer, s
         if result is None:  # the method skipped this batch
             totals.skipped += 1
             step += 1
-            if should_stop():
+            if verdict.agree(device):
                 break
             continue
         logits, terms, total = result
         correct = logits.detach().argmax(1).eq(batch[1]).sum()
-        total_value, values, correct_value = read_step(terms, total, correct, where(step), method_label)
+        total_value, values, correct_value = read_step(terms, total, correct, where(step), verdict, method_label)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
         if after_backward is not None:
@@ -102,7 +126,7 @@ def train_epoch(objective, loader: Iterable, optimizer: torch.optim.Optimizer, s
         totals.add(batch[1].shape[0], correct_value, total_value, dict(zip(terms, values, strict=True)))
         progress.update(step, totals.loss / totals.samples, 100.0 * totals.correct / totals.samples)
         step += 1
-        if should_stop():
+        if verdict.stop:
             break
     return step
 

@@ -14,13 +14,17 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks the GPU when there is one; an unavailable GPU is a clear error."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError as exc:
         raise UserError(f"--device '{name}' is not a device (use auto, cpu, cuda or cuda:N)") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name}: no CUDA GPU is available here (use --device cpu)")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if device.type == "cuda" and device.index >= torch.cuda.device_count():
+        raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA GPU(s) are visible here")
     return device
 
 
@@ -30,12 +34,26 @@ def cpu_has_fast_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+def cuda_precision(capability: tuple[int, int]) -> str:
+    """bf16 where the GPU runs it natively (Ampere, compute capability 8.0, and later); fp16 with the
+    gradient scaler where it has fp16 tensor cores only (Volta, Turing: 7.x); fp32 on older GPUs.
+
+    ``torch.cuda.is_bf16_supported()`` also answers true where bf16 is only emulated (V100, T4),
+    which makes those runs slower, not faster, so the compute capability decides.
+    """
+    if capability >= (8, 0):
+        return "bf16"
+    if capability >= (7, 0):
+        return "fp16"
+    return "fp32"
+
+
 def resolve_precision(requested: str, device: torch.device) -> str:
     """The precision a run uses: ``auto`` becomes bf16 where it is fast, fp32 elsewhere."""
     if requested != "auto":
         return requested
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return cuda_precision(torch.cuda.get_device_capability(device))
     if device.type == "cpu":
         return "bf16" if cpu_has_fast_bf16() else "fp32"
     return "fp32"

@@ -39,12 +39,23 @@ class Runtime:
         return grad_scaler(self.device, self.precision)
 
 
+def configure_cuda(device: torch.device) -> None:
+    """On a GPU: make it this process's current device (pinned-memory threads, capability queries and
+    new tensors otherwise open a context on GPU 0), and let cuDNN pick the fastest convolution
+    algorithms, as RepDistiller does: every batch but an epoch's last has the same shape."""
+    if device.type != "cuda":
+        return
+    torch.cuda.set_device(device)
+    torch.backends.cudnn.benchmark = True
+
+
 def setup_runtime(opt: argparse.Namespace) -> Runtime:
     """Device, process group, precision and seed, chosen once for the whole run."""
     device = resolve_device(opt.device)
     info, device = init_distributed(device)
     atexit.register(shutdown, info)
     quiet_non_main(info)
+    configure_cuda(device)
     if opt.sync_bn and info.enabled and device.type == "cpu":
         raise UserError("--sync_bn needs GPUs: torch's SyncBatchNorm does not run on CPU (gloo)")
     if opt.seed is None:

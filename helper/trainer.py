@@ -10,17 +10,21 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from helper.checkpoint import atomic_save, atomic_text, safe_load
-from helper.distributed import DistInfo, all_reduce_sum
-from helper.engine import EpochTotals, train_epoch, validate
+from helper.distributed import DistInfo, gather_objects
+from helper.engine import EpochTotals, StepVerdict, train_epoch, validate
 from helper.errors import EXIT_PREEMPTED, UserError
 from helper.rng import capture_rng, restore_rng
 from helper.runlog import MetricsLog, Progress, TensorBoard
 from helper.setup import Runtime, compile_clock
+
+if TYPE_CHECKING:
+    from distiller_zoo.registry import PeerNetwork
 
 RESUME_FILE = "ckpt_last.pth"
 RESULTS_FILE = "results.json"
@@ -95,12 +99,18 @@ def prepare_outputs(out: RunOutputs, opt: argparse.Namespace, info: DistInfo) ->
     return None
 
 
-class StopRequest:
-    """SIGTERM/SIGINT set a flag; the loop finishes its step, checkpoints and exits."""
+def as_rd_tensor(value: float) -> torch.Tensor:
+    """RepDistiller's best/periodic files hold accuracies as 0-dim float32 tensors (its users call .item())."""
+    return torch.tensor(value, dtype=torch.float32)
 
-    def __init__(self, info: DistInfo, device: torch.device):
+
+class StopRequest(StepVerdict):
+    """SIGTERM/SIGINT set this rank's flag; every rank finishes the step at which the flag is agreed,
+    checkpoints and exits (a preempted node's ranks and the others alike)."""
+
+    def __init__(self, info: DistInfo):
+        super().__init__(info)
         self.signal_name: str | None = None
-        self.info, self.device = info, device
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._handle)
 
@@ -108,11 +118,11 @@ class StopRequest:
         if self.signal_name is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
         self.signal_name = signal.Signals(signum).name
+        self.local_stop = True
 
-    def __call__(self) -> bool:
-        """Whether to stop after this step (agreed by every rank, so none waits on another)."""
-        flag = torch.tensor([1.0 if self.signal_name else 0.0], device=self.device)
-        return bool(all_reduce_sum(flag, self.info).item() > 0)
+    @property
+    def reason(self) -> str:
+        return self.signal_name or "a signal to another process"
 
 
 class Trainer:
@@ -121,7 +131,7 @@ class Trainer:
     def __init__(self, *, opt: argparse.Namespace, out: RunOutputs, model: nn.Module, extra_state: nn.Module | None,
                  stages: list[Stage], train_loader, val_loader: Iterable, eval_model: nn.Module, rt: Runtime,
                  scaler: torch.amp.GradScaler, method_label: str = "",
-                 after_backward: Callable[[], None] | None = None):
+                 after_backward: Callable[[], None] | None = None, peers: Iterable[PeerNetwork] = ()):
         self.opt, self.out, self.model, self.extra_state = opt, out, model, extra_state
         self.stages, self.train_loader, self.val_loader = stages, train_loader, val_loader
         self.eval_model = eval_model
@@ -130,7 +140,9 @@ class Trainer:
         self.after_backward = after_backward
         self.best_acc = 0.0
         self.last_acc = 0.0
-        self.stop = StopRequest(rt.info, rt.device)
+        self.peers = list(peers)  # networks a method trains beside the model (DML): evaluated and saved too
+        self.peer_acc = {peer.name: {"best": 0.0, "last": 0.0} for peer in self.peers}
+        self.stop = StopRequest(rt.info)
 
     # ----- checkpoint state -------------------------------------------------------------------
     def _resume_state(self, stage: Stage, position: Position, totals: EpochTotals) -> dict:
@@ -141,12 +153,15 @@ class Trainer:
             "optimizer": stage.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
             "stage": position.stage, "epoch": position.epoch, "step": position.step,
             "totals": vars(totals), "best_acc": self.best_acc, "last_acc": self.last_acc,
-            "rng": capture_rng(),
+            "peer_acc": self.peer_acc,
         }
 
     def _save_resume(self, stage: Stage, position: Position, totals: EpochTotals) -> None:
+        rng_ranks = gather_objects(capture_rng(self.device), self.info)  # every rank's generators
         if self.info.is_main:
-            atomic_save(self._resume_state(stage, position, totals), self.out.path(RESUME_FILE))
+            state = self._resume_state(stage, position, totals)
+            state.update(rng=rng_ranks[0], rng_ranks=rng_ranks)
+            atomic_save(state, self.out.path(RESUME_FILE))
 
     def _load_resume(self, path: Path) -> tuple[Position, EpochTotals, dict]:
         state = safe_load(path)
@@ -163,23 +178,37 @@ class Trainer:
         self.stages[names.index(state["stage"])].optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.best_acc, self.last_acc = state["best_acc"], state["last_acc"]
+        self.peer_acc.update(state.get("peer_acc", {}))
         return Position(state["stage"], state["epoch"], state["step"]), EpochTotals(**state["totals"]), state
 
+    def _restore_rng(self, state: dict) -> None:
+        """Each rank's own generators, when the run resumes on as many processes as it was saved from.
+
+        Otherwise (another world size, or a checkpoint from before per-rank states) rank 0 takes the
+        saved generators and the other ranks keep their fresh seeds, so their augmentations differ.
+        """
+        ranks = state.get("rng_ranks")
+        if ranks is not None and len(ranks) == self.info.world_size:
+            restore_rng(ranks[self.info.rank], self.device)
+        elif self.info.is_main:
+            restore_rng(state["rng"], self.device)
+
     def _save_model_file(self, name: str, payload: dict, optimizer: torch.optim.Optimizer) -> None:
-        """RepDistiller's best/periodic/last files (plus 'arch', which its loaders ignore)."""
+        """RepDistiller's best/periodic/last files (plus 'arch', which its loaders ignore, and the method's
+        ``model_file_extras()``: what the student needs to be evaluated alone, e.g. SimKD's head)."""
         if not self.info.is_main:
             return
-        payload = {**payload, "model": self.model.state_dict(), "arch": self.out.arch}
+        extras = self.extra_state.model_file_extras() if hasattr(self.extra_state, "model_file_extras") else {}
+        payload = {**payload, **extras, "model": self.model.state_dict(), "arch": self.out.arch}
         if self.out.save_optimizer:
             payload["optimizer"] = optimizer.state_dict()
         atomic_save(payload, self.out.path(name))
 
     # ----- the loop -----------------------------------------------------------------------------
     def fit(self, resume_from: Path | None) -> None:
-        position, totals, rng = Position(self.stages[0].name, 1, 0), EpochTotals(), None
+        position, totals, state = Position(self.stages[0].name, 1, 0), EpochTotals(), None
         if resume_from is not None:
             position, totals, state = self._load_resume(resume_from)
-            rng = state["rng"]
             print(f"=> resumed from {resume_from} ({position.stage} stage, epoch {position.epoch}"
                   + (f", step {position.step}" if position.step is not None else ", complete") + ")")
         resume_at = (position.stage, position.epoch) if resume_from is not None else None
@@ -187,8 +216,8 @@ class Trainer:
             resume_at = (position.stage, position.epoch - 1)
         metrics = MetricsLog(self.out.path(METRICS_FILE), resume_at) if self.info.is_main else None
         tb = TensorBoard(self.out.tb_folder, resume_at) if self.info.is_main else None
-        if rng is not None and self.info.is_main:
-            restore_rng(rng)  # rank 0's generators: the others keep their own seeds, so augmentations differ
+        if state is not None:
+            self._restore_rng(state)
 
         start_index = [s.name for s in self.stages].index(position.stage)
         try:
@@ -228,7 +257,7 @@ class Trainer:
         )
         compile_time = compile_clock.seconds - compiled  # --compile: reported apart, not in the epoch's time
         epoch_time = time.time() - time1 - compile_time
-        if self.stop.signal_name is not None and step < len(self.train_loader):
+        if self.stop.stop and step < len(self.train_loader):
             self._stop(stage, Position(stage.name, epoch, step), totals)
         if compile_time:
             print(f"compile time: {compile_time:.2f} s")
@@ -244,24 +273,44 @@ class Trainer:
             if row["test_acc"] > self.best_acc:
                 self.best_acc = row["test_acc"]
                 print("saving the best model!")
-                self._save_model_file(f"{self.out.arch}_best.pth", {"epoch": epoch, "best_acc": self.best_acc},
-                                      stage.optimizer)
+                self._save_model_file(f"{self.out.arch}_best.pth",
+                                      {"epoch": epoch, "best_acc": as_rd_tensor(self.best_acc)}, stage.optimizer)
+            self._evaluate_peers(epoch, row)
             if epoch % self.opt.save_freq == 0:
                 print("==> Saving...")
-                self._save_model_file(f"ckpt_epoch_{epoch}.pth", {"epoch": epoch, "accuracy": row["test_acc"]},
-                                      stage.optimizer)
+                self._save_model_file(f"ckpt_epoch_{epoch}.pth",
+                                      {"epoch": epoch, "accuracy": as_rd_tensor(row["test_acc"])}, stage.optimizer)
         if metrics is not None:
             metrics.append(row)
             tb.log(stage.name, epoch, {k: v for k, v in row.items() if k not in ("stage", "epoch")})
         self._save_resume(stage, Position(stage.name, epoch), totals)
-        if self.stop.signal_name is not None:
+        if self.stop.agree(self.device):  # a signal during validation or saving, on any rank
             self._stop(stage, Position(stage.name, epoch), totals)
+
+    def _evaluate_peers(self, epoch: int, row: dict) -> None:
+        """Each peer as the model: its accuracies in the row (``<name>_test_acc``...), printed, its best file."""
+        for peer in self.peers:
+            result = validate(peer.module, self.val_loader, self.device, self.channels_last, self.autocast, self.info)
+            row.update({f"{peer.name}_{key}": value for key, value in result.items()})
+            print(f" * {peer.name} Acc@1 {result['test_acc']:.3f} Acc@5 {result['test_acc_top5']:.3f}")
+            acc = self.peer_acc[peer.name]
+            acc["last"] = result["test_acc"]
+            if acc["last"] > acc["best"]:
+                acc["best"] = acc["last"]
+                print(f"saving the best {peer.name} model!")
+                self._save_peer_file(peer, "best", {"epoch": epoch, "best_acc": acc["best"]})
+
+    def _save_peer_file(self, peer: PeerNetwork, kind: str, payload: dict) -> None:
+        """``<arch>_<name>_best.pth`` / ``_last.pth``, in the student files' format."""
+        if self.info.is_main:
+            atomic_save({**payload, "model": peer.module.state_dict(), "arch": peer.arch},
+                        self.out.path(f"{peer.arch}_{peer.name}_{kind}.pth"))
 
     def _stop(self, stage: Stage, position: Position, totals: EpochTotals) -> None:
         """Checkpoint where the signal found us (mid-epoch or after it) and exit saying how to go on."""
         self._save_resume(stage, position, totals)
         where = f"epoch {position.epoch}" + (f", step {position.step}" if position.step is not None else "")
-        print(f"stopped by {self.stop.signal_name} in the {position.stage} stage at {where}; checkpoint "
+        print(f"stopped by {self.stop.reason} in the {position.stage} stage at {where}; checkpoint "
               f"saved to {self.out.path(RESUME_FILE)}. Resume with: {self.out.command} --resume auto",
               flush=True)
         sys.exit(EXIT_PREEMPTED)
@@ -269,8 +318,13 @@ class Trainer:
     def _finish(self) -> None:
         main = self.stages[-1]
         self._save_model_file(f"{self.out.arch}_last.pth", {"opt": vars(self.opt)}, main.optimizer)
+        results = {"best_acc": self.best_acc, "last_acc": self.last_acc, "epochs": main.epochs}
+        for peer in self.peers:
+            self._save_peer_file(peer, "last", {"opt": vars(self.opt)})
+            results.update({f"{peer.name}_{kind}_acc": value for kind, value in self.peer_acc[peer.name].items()})
         print(f"best accuracy: {self.best_acc:.2f}")
         if self.info.is_main:
-            atomic_text(self.out.path(RESULTS_FILE), json.dumps(
-                {"best_acc": self.best_acc, "last_acc": self.last_acc, "epochs": main.epochs}, indent=1) + "\n")
+            atomic_text(self.out.path(RESULTS_FILE), json.dumps(results, indent=1) + "\n")
         print(f"last accuracy: {self.last_acc:.2f}")
+        for name, acc in self.peer_acc.items():
+            print(f"{name} best accuracy: {acc['best']:.2f}, last accuracy: {acc['last']:.2f}")

@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset import build_data  # noqa: E402
-from helper.engine import EpochTotals, train_epoch  # noqa: E402
+from helper.engine import EpochTotals, StepVerdict, train_epoch  # noqa: E402
 from helper.precision import resolve_device  # noqa: E402
 from helper.runlog import Progress  # noqa: E402
 from helper.setup import build_train_loader, setup_runtime  # noqa: E402
@@ -131,7 +131,7 @@ def measure(pair: str, config: str, bundle, args: argparse.Namespace) -> Result:
     loader.set_position(1, 0)
     clocked = Clocked(loader, args.warmup, args.steps, rt.device)
     train_epoch(stage.objective, clocked, stage.optimizer, rt.grad_scaler(), rt.device, rt.channels_last,
-                EpochTotals(), 0, Progress("", len(loader), 10**9, enabled=False), str, "", lambda: False)
+                EpochTotals(), 0, Progress("", len(loader), 10**9, enabled=False), str, "", StepVerdict(rt.info))
     workers = children_hwm_mib() if rt.device.type == "cpu" else 0.0
     result = Result(pair, config, rt.precision, args.steps * opt.batch_size / clocked.seconds, peak_mib(rt.device),
                     workers)

@@ -10,7 +10,8 @@ from method_checks import nets
 from torch import Tensor
 
 from distiller_zoo.registry import DistillBatch, DistillMethod, MethodSpec, Weights
-from helper.engine import EpochTotals, train_epoch
+from helper.distributed import DistInfo
+from helper.engine import EpochTotals, StepVerdict, train_epoch
 from helper.objectives import DistillObjective
 from helper.runlog import Progress
 from helper.teacher import FrozenTeacher
@@ -75,7 +76,7 @@ def test_a_skipped_batch_is_counted_and_does_not_step():
     totals = EpochTotals()
     step = train_epoch(objective, loader, optimizer, torch.amp.GradScaler("cpu", enabled=False),
                        torch.device("cpu"), False, totals, 0, Progress("t", 1, 100, enabled=False),
-                       lambda s: f"step {s}", "", lambda: False)
+                       lambda s: f"step {s}", "", StepVerdict(DistInfo()))
     assert step == 1 and totals.skipped == 1 and totals.samples == 0
     assert all(torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))
 
