@@ -44,6 +44,10 @@ class MethodContext:
     opt: argparse.Namespace
     n_data: int
     num_classes: int
+    #: how the loaders normalise the images (per-channel mean and std, in [0, 1] units), for a method
+    #: that augments them on the device (MLKD pads its crops with normalised black, as torchvision pads)
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
 
 
 class Networks:
@@ -100,6 +104,9 @@ class DistillBatch:
     nets: Networks | None = None
     epoch: int = 1
     epochs: int = 1
+    #: the teacher's (features, logits) still attached to its graph when the spec asks for ``teacher_graph``;
+    #: ``feat_t``/``logit_t`` are then their detached views, so no other term back-propagates into the teacher
+    graph_t: tuple[list[Tensor], Tensor] | None = None
 
 
 @dataclass
@@ -118,6 +125,19 @@ class InitStage:
 
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class PeerNetwork:
+    """A network a method trains beside the student (DML's peer): evaluated, logged and saved as it is.
+
+    ``name`` prefixes its metrics and console lines; its files are ``<arch>_<name>_best.pth`` and
+    ``_last.pth``, so they never clash with the student's, even when both have the same architecture.
+    """
+
+    name: str
+    arch: str
+    module: nn.Module
 
 
 class DistillMethod(nn.Module):
@@ -162,6 +182,12 @@ class DistillMethod(nn.Module):
         """The network that is evaluated each epoch: the student itself unless the method adds a head."""
         return student
 
+    def model_file_extras(self) -> dict:
+        """Entries merged into the student's best/last/periodic files beside its 'model' weights: what
+        evaluating the student alone needs when :meth:`eval_model` adds a head (SimKD's projector and
+        teacher classifier). Plain tensors and containers only, as the files load with weights_only."""
+        return {}
+
     def init_stage(self, student: nn.Module) -> InitStage | None:
         """The method's pre-training stage, or None when it has none."""
         return None
@@ -169,6 +195,11 @@ class DistillMethod(nn.Module):
     def main_parameters(self) -> Iterable[nn.Parameter]:
         """What the main-stage optimizer trains besides the student."""
         return (p for p in self.parameters() if p.requires_grad)
+
+    def peer_networks(self) -> list[PeerNetwork]:
+        """Networks the method trains beside the student (its submodules), which the trainer evaluates,
+        logs and saves as it does the student; none unless the spec ``trains_peer``."""
+        return []
 
 
 class NoMethodLoss(DistillMethod):
@@ -194,6 +225,15 @@ class MethodSpec:
     needs_contrast: bool | Callable[[argparse.Namespace], bool] = False
     #: the images require grad before the forward (input-gradient methods: Sobolev, LwM)
     input_grad: bool = False
+    #: the teacher's own pass keeps its graph (implies ``input_grad``): ``DistillBatch.graph_t`` then
+    #: holds its outputs attached to the image, so Jacobians and Grad-CAMs need no second teacher pass
+    teacher_graph: bool = False
+    #: no frozen teacher: the method trains a --model_t peer beside the student (initialised from --path_t
+    #: when given, else from scratch), handed to it as ``ctx.teacher`` and listed in ``peer_networks()``
+    trains_peer: bool = False
+    #: False: the training loader gives the images without its random crop and flip, and the method draws
+    #: its own augmentation per batch on the device in ``prepare_batch`` (MLKD's rotated views)
+    train_augment: bool = True
     #: adds the method's own flags to its argument group of train_student.py
     add_args: Callable[[argparse._ArgumentGroup], None] | None = None
 

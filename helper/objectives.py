@@ -25,16 +25,18 @@ def _as_float(tensors: list[Tensor]) -> list[Tensor]:
 
 def forward_pair(student: nn.Module, teacher: FrozenTeacher, x: Tensor, spec: MethodSpec,
                  autocast: Autocast) -> tuple[list[Tensor], Tensor, list[Tensor], Tensor]:
-    """Both networks on one batch, every output in float32 for the losses."""
-    if spec.input_grad:
+    """Both networks on one batch, every output in float32 for the losses.
+
+    With ``spec.teacher_graph`` the teacher's outputs stay attached to its graph (see ``graph_t``)."""
+    if spec.input_grad or spec.teacher_graph:
         x.requires_grad_(True)
     with autocast():
         if spec.uses_features:
             feat_s, logit_s = student(x, is_feat=True, preact=spec.preact)
-            feat_t, logit_t = teacher(x, is_feat=True, preact=spec.preact)
+            feat_t, logit_t = teacher(x, is_feat=True, preact=spec.preact, input_grad=spec.teacher_graph)
         else:
             feat_s, logit_s = [], student(x)
-            feat_t, logit_t = [], teacher(x)
+            feat_t, logit_t = [], teacher(x, input_grad=spec.teacher_graph)
     return _as_float(list(feat_s)), logit_s.float(), feat_t, logit_t
 
 
@@ -48,13 +50,18 @@ class _Schedule:
         self.epoch, self.epochs = epoch, epochs
 
 
-def _distill_batch(batch: list[Tensor], feats: tuple, nets: Networks, schedule: _Schedule) -> DistillBatch:
+def _distill_batch(batch: list[Tensor], feats: tuple, nets: Networks, schedule: _Schedule,
+                   teacher_graph: bool = False) -> DistillBatch:
     feat_s, logit_s, feat_t, logit_t = feats
+    graph_t = None
+    if teacher_graph:  # the losses see detached views; the method differentiates graph_t itself
+        graph_t = feat_t, logit_t
+        feat_t, logit_t = [f.detach() for f in feat_t], logit_t.detach()
     return DistillBatch(
         feat_s=feat_s, feat_t=feat_t, logit_s=logit_s, logit_t=logit_t, target=batch[1],
         index=batch[2] if len(batch) > 2 else None,
         contrast_idx=batch[3] if len(batch) > 3 else None,
-        image=batch[0], nets=nets, epoch=schedule.epoch, epochs=schedule.epochs,
+        image=batch[0], nets=nets, epoch=schedule.epoch, epochs=schedule.epochs, graph_t=graph_t,
     )
 
 
@@ -106,8 +113,8 @@ class DistillObjective(_Schedule):
         if batch is None:
             return None
         feats = forward_pair(self.student, self.teacher, batch[0], self.spec, self.autocast)
-        logits, terms = self.method.loss_terms(_distill_batch(batch, feats, self.nets, self),
-                                               self.criterion_cls, self.criterion_div)
+        distill_batch = _distill_batch(batch, feats, self.nets, self, self.spec.teacher_graph)
+        logits, terms = self.method.loss_terms(distill_batch, self.criterion_cls, self.criterion_div)
         total = sum(self.weights[name] * value for name, value in terms.items())
         return logits, terms, total
 
@@ -134,5 +141,5 @@ class InitObjective(_Schedule):
 
     def __call__(self, batch: list[Tensor]) -> StepResult:
         feats = forward_pair(self.student, self.teacher, batch[0], self.spec, self.autocast)
-        loss = self.stage.loss(_distill_batch(batch, feats, self.nets, self))
+        loss = self.stage.loss(_distill_batch(batch, feats, self.nets, self, self.spec.teacher_graph))
         return feats[1], {"init": loss}, loss
