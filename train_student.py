@@ -138,7 +138,7 @@ def build_method(spec: MethodSpec, student, teacher, opt: argparse.Namespace, bu
         feat_t, logit_t = teacher(data, is_feat=True, preact=spec.preact)
     ctx = MethodContext(student=student, teacher=teacher, feat_s=list(feat_s), feat_t=list(feat_t),
                         logit_s=logit_s, logit_t=logit_t, opt=opt, n_data=len(bundle.train),
-                        num_classes=bundle.num_classes)
+                        num_classes=bundle.num_classes, mean=tuple(bundle.mean), std=tuple(bundle.std))
     with as_user_errors(ValueError):
         return spec.build(ctx)
 
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     resume = prepare_outputs(out, opt, rt.info)
     method = build_method(spec, student, teacher, opt, bundle)
 
-    train_loader = build_train_loader(opt, bundle, "crd" if contrast else "instance", rt)
+    train_loader = build_train_loader(opt, bundle, "crd" if contrast else "instance", rt, augment=spec.train_augment)
     val_loader = build_val_loader(opt, bundle, rt)
     teacher, student, method = place_networks(opt, spec, teacher, student, method, rt)
     broadcast_state(method, rt.info)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -24,18 +25,30 @@ def _loader_options(num_workers: int) -> dict[str, Any]:
             "persistent_workers": num_workers > 0}
 
 
+def unaugmented_train(bundle: DataBundle) -> Dataset:
+    """The training set through the evaluation transform (no random crop or flip), for a method that
+    draws its own augmentations per batch on the device; ``bundle.train`` itself is left as it is."""
+    if not hasattr(bundle.train, "transform"):
+        raise ValueError(f"{bundle.name}'s training set has no transform to replace; it cannot be served un-augmented")
+    train = copy.copy(bundle.train)
+    train.transform = bundle.val.transform
+    return train
+
+
 def make_train_loader(bundle: DataBundle, variant: str, batch_size: int, num_workers: int, *,
                       nce_k: int = 16384, mode: str = "exact", percent: float = 1.0,
                       sampler: Sampler | None = None, generator: torch.Generator | None = None,
-                      drop_last: bool = False) -> DataLoader:
+                      drop_last: bool = False, augment: bool = True) -> DataLoader:
     """Shuffled train loader yielding (img, y), (img, y, index) or (img, y, index, contrast_idx).
 
     Pass a ``sampler`` (e.g. DistributedSampler) to replace shuffling, a ``generator`` to make it
-    reproducible.
+    reproducible, ``augment=False`` for the images without the training augmentation (see
+    :func:`unaugmented_train`).
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown loader variant {variant!r}; choose from {sorted(VARIANTS)}")
-    dataset = VARIANTS[variant](bundle.train, k=nce_k, mode=mode, percent=percent)
+    train = bundle.train if augment else unaugmented_train(bundle)
+    dataset = VARIANTS[variant](train, k=nce_k, mode=mode, percent=percent)
     return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
                       generator=generator, drop_last=drop_last, **_loader_options(num_workers))
 

@@ -59,14 +59,15 @@ class MemoryLoader:
     Training: the order of :class:`ResumableSampler` with the same seed, epoch, rank and world size
     (so this and the torchvision loader see the same batches, sharded the same way under DDP), a
     random crop with zero padding and a horizontal flip per image, seeded per batch by
-    :func:`batch_seed`. Evaluation (``train=False``): sequential, no augmentation, a strided shard
-    per rank. The last partial batch is kept, as RepDistiller's loaders.
+    :func:`batch_seed` (with ``augment=False`` the images as stored, for a method that draws its own
+    augmentations on the device, MLKD's rotated views). Evaluation (``train=False``): sequential, no
+    augmentation, a strided shard per rank. The last partial batch is kept, as RepDistiller's loaders.
     """
 
     def __init__(self, images: np.ndarray, targets: np.ndarray, mean: Sequence[float], std: Sequence[float], *,
                  device: torch.device, batch_size: int = 64, train: bool = True, variant: str = "plain",
                  channels_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 nce_k: int = 16384, mode: str = "exact"):
+                 nce_k: int = 16384, mode: str = "exact", augment: bool = True):
         if variant not in VARIANTS:
             raise ValueError(f"unknown loader variant '{variant}'; use one of: {', '.join(VARIANTS)}")
         self.device = torch.device(device)
@@ -74,7 +75,7 @@ class MemoryLoader:
         self.targets = torch.as_tensor(targets, dtype=torch.long).to(self.device)
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device)
         self.std = torch.as_tensor(std, dtype=torch.float32, device=self.device)
-        self.batch_size, self.train, self.variant = batch_size, train, variant
+        self.batch_size, self.train, self.variant, self.augment = batch_size, train, variant, augment
         self.channels_last, self.nce_k, self.mode = channels_last, nce_k, mode
         self.sampler = ResumableSampler(range(len(self.targets)), num_replicas=world_size, rank=rank, seed=seed)
         self.shard = torch.arange(rank, len(self.targets), world_size, device=self.device)
@@ -105,9 +106,12 @@ class MemoryLoader:
             return [normalise(self.images[index], self.mean, self.std, self.channels_last), self.targets[index]]
         n, padding = index.numel(), self.images.shape[1] // 8  # RD's RandomCrop(32, padding=4)
         self.generator.manual_seed(batch_seed(self.sampler.seed, self.sampler.rank, self.epoch, number))
-        offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=self.generator, device=self.device)
-        flips = torch.rand(n, generator=self.generator, device=self.device) < 0.5
-        pixels = crop_flip(self.images, index, offsets, flips, padding)
+        if self.augment:
+            offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=self.generator, device=self.device)
+            flips = torch.rand(n, generator=self.generator, device=self.device) < 0.5
+            pixels = crop_flip(self.images, index, offsets, flips, padding)
+        else:
+            pixels = self.images[index]
         batch = [normalise(pixels, self.mean, self.std, self.channels_last), self.targets[index]]
         if self.variant != "plain":
             batch.append(index)

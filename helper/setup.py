@@ -102,19 +102,21 @@ def loader_kind(opt: argparse.Namespace, bundle: DataBundle) -> str:
 
 
 def build_train_loader(opt: argparse.Namespace, bundle: DataBundle, variant: str,
-                       rt: Runtime) -> EpochLoader | MemoryLoader:
-    """The training batches: (img, target[, index[, contrast_idx]]) per ``variant``."""
+                       rt: Runtime, augment: bool = True) -> EpochLoader | MemoryLoader:
+    """The training batches: (img, target[, index[, contrast_idx]]) per ``variant``; ``augment=False``
+    gives the images without the random crop and flip (a method that augments on the device)."""
     nce_k, mode = getattr(opt, "nce_k", 16384), getattr(opt, "mode", "exact")
     kind = loader_kind(opt, bundle)
     print(f"data: {kind} loader")
     if kind == "memory":
         return MemoryLoader(*bundle.train_array, bundle.mean, bundle.std, device=rt.device,
                             batch_size=opt.batch_size, variant=variant, channels_last=rt.channels_last,
-                            seed=opt.seed, rank=rt.info.rank, world_size=rt.info.world_size, nce_k=nce_k, mode=mode)
+                            seed=opt.seed, rank=rt.info.rank, world_size=rt.info.world_size, nce_k=nce_k, mode=mode,
+                            augment=augment)
     sampler = ResumableSampler(bundle.train, num_replicas=rt.info.world_size, rank=rt.info.rank, seed=opt.seed)
     generator = torch.Generator()
     loader = make_train_loader(bundle, variant, opt.batch_size, opt.num_workers, sampler=sampler, generator=generator,
-                               nce_k=nce_k, mode=mode)
+                               nce_k=nce_k, mode=mode, augment=augment)
     return EpochLoader(loader, sampler, opt.batch_size, generator)
 
 
