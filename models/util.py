@@ -110,6 +110,26 @@ class MLPEmbed(nn.Module):
         return self.l2norm(self.linear2(x))
 
 
+class AAEmbed(nn.Module):
+    """SemCKD's per-pair regressor: 1x1 conv to 2C_t, BN, ReLU, 3x3 conv, BN, ReLU, 1x1 conv to C_t.
+
+    No biases and PyTorch's default init, as SemCKD; keys ``regressor.0`` ... ``regressor.6`` as its.
+    """
+
+    def __init__(self, num_input_channels: int = 1024, num_target_channels: int = 128):
+        super().__init__()
+        self.num_mid_channel = 2 * num_target_channels
+        mid = self.num_mid_channel
+        self.regressor = nn.Sequential(
+            *conv_bn(num_input_channels, mid, 1, act=nn.ReLU),
+            *conv_bn(mid, mid, 3, act=nn.ReLU),
+            nn.Conv2d(mid, num_target_channels, kernel_size=1, bias=False),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.regressor(x)
+
+
 class Flatten(nn.Module):
     """``B x ...`` -> ``B x D`` as a module (safe for non-contiguous / channels_last input)."""
 
@@ -227,3 +247,13 @@ class Translator(nn.Module):
 
     def forward(self, f_s: Tensor) -> Tensor:
         return self.encoder(f_s)
+
+
+def __getattr__(name: str):
+    """``from models.util import SelfA`` as in SemCKD's code: the module lives with its method
+    (distiller_zoo/SemCKD.py), imported on first use since distiller_zoo itself imports this module."""
+    if name == "SelfA":
+        from distiller_zoo.SemCKD import SelfA
+
+        return SelfA
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
