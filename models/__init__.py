@@ -17,6 +17,7 @@ from .mobilenetv2_imagenet import mobilenet_v2
 from .resnet import (
     resnet8,
     resnet8x4,
+    resnet8x4_double,
     resnet14,
     resnet20,
     resnet32,
@@ -42,6 +43,7 @@ model_dict: dict[str, Callable[..., nn.Module]] = {
     "resnet56": resnet56,
     "resnet110": resnet110,
     "resnet8x4": resnet8x4,
+    "resnet8x4_double": resnet8x4_double,  # SemCKD's HKD auxiliary network
     "resnet32x4": resnet32x4,
     "ResNet50": ResNet50,
     "wrn_16_1": wrn_16_1,

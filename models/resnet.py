@@ -1,4 +1,4 @@
-"""CIFAR ResNets of RepDistiller (resnet8 ... resnet110, resnet8x4, resnet32x4).
+"""CIFAR ResNets of RepDistiller (resnet8 ... resnet110, resnet8x4, resnet32x4) and SemCKD's resnet8x4_double.
 
 Module names follow RD (and torchvision: ``conv1``/``bn1``/``downsample``/``fc``), so RD teacher
 checkpoints load strictly. The blocks and :class:`ResNetBase` are reused by the ImageNet ResNets.
@@ -179,6 +179,11 @@ def resnet110(**kwargs) -> ResNet:
 def resnet8x4(**kwargs) -> ResNet:
     """resnet8 with 4x wider stages (32/64/128/256)."""
     return _cifar_resnet(8, True, **kwargs)
+
+
+def resnet8x4_double(**kwargs) -> ResNet:
+    """SemCKD's HKD auxiliary network: resnet8 with 8x wider stages (64/128/256/512), same state_dict keys."""
+    return ResNet(8, [64, 128, 256, 512], "basicblock", **kwargs)
 
 
 def resnet32x4(**kwargs) -> ResNet:

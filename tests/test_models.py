@@ -50,6 +50,11 @@ SPECS = {
     "resnet56": (861_620, 344, R16, {1, 2, 3}, 6, [16, 32, 64]),
     "resnet110": (1_736_564, 668, R16, {1, 2, 3}, 6, [16, 32, 64]),
     "resnet8x4": (1_233_540, 62, R64, {1, 2, 3}, 6, [64, 128, 256]),
+    # SemCKD's HKD auxiliary network (keys and shapes checked against SemCKD's models/resnet.py)
+    "resnet8x4_double": (
+        4_875_428, 62, [(64, 32, 32), (128, 32, 32), (256, 16, 16), (512, 8, 8), (512,)], {1, 2, 3}, 6,
+        [128, 256, 512],
+    ),
     "resnet32x4": (7_433_860, 206, R64, {1, 2, 3}, 6, [64, 128, 256]),
     "ResNet50": (
         23_705_252, 320, [(64, 32, 32), (256, 32, 32), (512, 16, 16), (1024, 8, 8), (2048, 4, 4), (2048,)],
@@ -165,7 +170,8 @@ def test_model_dict_names() -> None:
         "resnet32x4", "ResNet50", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2", "vgg8", "vgg11", "vgg13",
         "vgg16", "vgg19", "MobileNetV2", "ShuffleV1", "ShuffleV2",
     }
-    assert set(model_dict) == rd_names | IMAGENET_MODELS == set(SPECS)
+    semckd_names = {"resnet8x4_double"}
+    assert set(model_dict) == rd_names | semckd_names | IMAGENET_MODELS == set(SPECS)
     assert IMAGENET_MODELS == {
         "ResNet18", "ResNet34", "ResNet50_Imagenet", "MobileNetV1", "MobileNetV2_Imagenet",
         "ShuffleV2_Imagenet",
