@@ -24,6 +24,7 @@ from distiller_zoo.registry import (
     method_names,
 )
 from helper.checkpoint import load_strict, safe_load, state_dict_of
+from helper.config_file import parse_with_config
 from helper.distributed import broadcast_state, gradient_averager, rank_zero_first
 from helper.engine import validate
 from helper.errors import UserError, as_user_errors, run_cli
@@ -31,6 +32,7 @@ from helper.naming import arch_from_path, student_run_name
 from helper.objectives import DistillObjective, InitObjective
 from helper.options import OneLineParser, add_training_args, validate_training_args
 from helper.pretrained import torchvision_state_dict
+from helper.runconfig import save_run_config
 from helper.setup import Runtime, build_train_loader, build_val_loader, place_model, setup_runtime, wrap_ddp
 from helper.teacher import FrozenTeacher, freeze_teacher
 from helper.trainer import RunOutputs, Stage, Trainer, prepare_outputs
@@ -67,7 +69,7 @@ def parse_option(argv: list[str] | None = None) -> tuple[argparse.Namespace, Met
     m.add_argument("--nce_m", type=float, default=0.5, help="CRD: memory momentum")
     add_method_args(parser)
     add_training_args(parser)
-    opt = parser.parse_args(argv)
+    opt = parse_with_config(parser, argv)
 
     try:
         spec = get_method(opt.distill)
@@ -90,7 +92,8 @@ def parse_option(argv: list[str] | None = None) -> tuple[argparse.Namespace, Met
         if value is not None and value < 0:
             parser.error(f"{flag} must not be negative, got {value}")
     defaults = spec.weights
-    opt.gamma = defaults.gamma if opt.gamma is None else opt.gamma
+    if opt.gamma is None:  # RepDistiller's -r default is the integer 1: its run folders say r:1, and so do ours
+        opt.gamma = 1 if defaults.gamma == 1 else defaults.gamma
     opt.alpha = defaults.alpha if opt.alpha is None else opt.alpha
     opt.beta = defaults.beta if opt.beta is None else opt.beta
     for name in ("kd_T", "nce_k", "nce_t", "feat_dim"):
@@ -188,9 +191,12 @@ def main(argv: list[str] | None = None) -> None:
     val_loader = build_val_loader(opt, bundle, rt)
     teacher, student, method = place_networks(opt, spec, teacher, student, method, rt)
     broadcast_state(method, rt.info)
+    teacher_acc = None
     if resume is None:  # every rank: validate reduces each rank's shard
-        acc = validate(teacher, val_loader, rt.device, rt.channels_last, rt.autocast, rt.info)["test_acc"]
-        print(f"teacher accuracy: {acc:.2f}")
+        teacher_acc = validate(teacher, val_loader, rt.device, rt.channels_last, rt.autocast, rt.info)["test_acc"]
+        print(f"teacher accuracy: {teacher_acc:.2f}")
+    save_run_config(opt, rt, out.folder, resumed=resume is not None,
+                    teacher={"arch": opt.model_t, "test_acc": teacher_acc})
 
     has_init = method.init_stage(student) is not None
     train_student = wrap_ddp(student, rt, opt.sync_bn, find_unused=has_init)

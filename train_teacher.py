@@ -12,11 +12,13 @@ from pathlib import Path
 import torch
 
 from dataset import DatasetUnavailable, build_data
+from helper.config_file import parse_with_config
 from helper.distributed import rank_zero_first
 from helper.errors import as_user_errors, run_cli
 from helper.naming import teacher_run_name
 from helper.objectives import SupervisedObjective
 from helper.options import OneLineParser, add_training_args, validate_training_args
+from helper.runconfig import save_run_config
 from helper.setup import build_train_loader, build_val_loader, place_model, setup_runtime, wrap_ddp
 from helper.trainer import RunOutputs, Stage, Trainer, prepare_outputs
 from helper.util import lr_at_epoch
@@ -28,7 +30,7 @@ def parse_option(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="resnet110", help=f"one of: {', '.join(model_dict)}")
     parser.add_argument("-t", "--trial", default="0", help="experiment id, part of the run folder name")
     add_training_args(parser)
-    opt = parser.parse_args(argv)
+    opt = parse_with_config(parser, argv)
     if opt.model not in model_dict:
         parser.error(f"unknown --model '{opt.model}'; choose one of: {', '.join(model_dict)}")
     validate_training_args(opt, parser, opt.model)
@@ -48,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         model = build_model(opt.model, bundle.num_classes)
     out = RunOutputs(Path(opt.save_folder), Path(opt.tb_folder), opt.model, save_optimizer=True)
     resume = prepare_outputs(out, opt, rt.info)
+    save_run_config(opt, rt, out.folder, resumed=resume is not None)
     train_loader = build_train_loader(opt, bundle, "plain", rt)
     val_loader = build_val_loader(opt, bundle, rt)
 

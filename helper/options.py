@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import NoReturn
 
@@ -61,6 +62,11 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm under torchrun")
 
     o = parser.add_argument_group("outputs and resuming")
+    o.add_argument("--config", default=None, metavar="FILE",
+                   help="YAML or JSON file of options (names as here, without dashes; a run's config.json "
+                        "works too); flags on the command line override it")
+    o.add_argument("--tb_freq", type=int, default=None,
+                   help="accepted for RepDistiller's command lines; no effect (TensorBoard gets one point per epoch)")
     o.add_argument("--resume", nargs="?", const="auto", default=None,
                    help="continue a run: a ckpt_last.pth path, or 'auto' (this run folder's)")
     o.add_argument("--overwrite", action="store_true", help="start over in a run folder that holds a run")
@@ -80,3 +86,5 @@ def validate_training_args(opt: argparse.Namespace, parser: argparse.ArgumentPar
             parser.error(f"--{name} must not be negative, got {getattr(opt, name)}")
     if opt.num_workers < 0:
         parser.error(f"--num_workers must not be negative, got {opt.num_workers}")
+    if opt.tb_freq is not None and os.environ.get("RANK", "0") == "0":
+        print("note: --tb_freq has no effect here (TensorBoard gets one point per epoch)", file=sys.stderr)

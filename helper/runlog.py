@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
+
+from tqdm import tqdm
 
 from helper.checkpoint import atomic_text
 
@@ -73,7 +74,7 @@ class TensorBoard:
 
 
 class Progress:
-    """A one-line progress bar on a terminal; RepDistiller's every-N-steps lines otherwise."""
+    """A tqdm progress bar on a terminal; RepDistiller's every-N-steps lines otherwise (log parsers read them)."""
 
     def __init__(self, label: str, total: int, print_freq: int, enabled: bool = True):
         self.label = label
@@ -81,22 +82,19 @@ class Progress:
         self.print_freq = print_freq
         self.enabled = enabled
         self.tty = sys.stdout.isatty()
-        self.start = time.time()
+        self._bar = None
 
     def update(self, step: int, loss: float, acc: float) -> None:
         """``step`` counts from 0; called after each step with running averages."""
         if not self.enabled:
             return
-        done = step + 1
         if self.tty:
-            width = 30
-            filled = int(width * done / max(self.total, 1))
-            rate = done / max(time.time() - self.start, 1e-9)
-            print(
-                f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} "
-                f"loss {loss:.4f} acc@1 {acc:.2f} {rate:.1f} it/s",
-                end="" if done < self.total else "\n",
-                flush=True,
-            )
+            if self._bar is None:  # opened at the first step seen, which is later than 0 for a resumed epoch
+                self._bar = tqdm(total=self.total, initial=step, desc=self.label, file=sys.stdout,
+                                 dynamic_ncols=True, leave=True)
+            self._bar.set_postfix_str(f"loss {loss:.4f} acc@1 {acc:.2f}", refresh=False)
+            self._bar.update(step + 1 - self._bar.n)
+            if step + 1 >= self.total:
+                self._bar.close()
         elif step % self.print_freq == 0:
             print(f"{self.label}[{step}/{self.total}]\tLoss {loss:.4f}\tAcc@1 {acc:.3f}", flush=True)

@@ -1,0 +1,192 @@
+"""scripts/summarize.py on generated run folders: ours, an older one, RepDistiller's, unfinished and failed."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT
+
+from helper.naming import student_run_name, teacher_run_name
+from helper.runs import read_run
+
+spec = importlib.util.spec_from_file_location("summarize", ROOT / "scripts" / "summarize.py")
+summarize = sys.modules["summarize"] = importlib.util.module_from_spec(spec)  # dataclasses look it up
+spec.loader.exec_module(summarize)
+
+PAIR = {"model_t": "resnet32x4", "model_s": "resnet8x4", "dataset": "cifar100"}
+
+
+def student_opt(method: str, weights: tuple, trial: str, **extra) -> dict:
+    r, a, b = weights
+    return {**PAIR, "distill": method, "gamma": r, "alpha": a, "beta": b, "trial": trial, "epochs": 3,
+            "path_t": None, "kd_T": 4, **extra}
+
+
+def write_ours(root: Path, opt: dict, test_accs: list[float], *, finished: bool = True, config: bool = True,
+               teacher_acc: float | None = 79.0, epoch_time: float = 2.0) -> Path:
+    """A run folder as train_student.py / train_teacher.py write it (without the model files)."""
+    ns = argparse.Namespace(**opt)
+    student = "model_s" in opt
+    folder = root / ("student_model" if student else "models") / (
+        student_run_name(ns) if student else teacher_run_name(ns))
+    folder.mkdir(parents=True)
+    rows = [{"stage": "main", "epoch": i + 1, "lr": 0.05, "loss": 1.0 / (i + 1), "loss_cls": 0.5, "train_acc": 50.0,
+             "test_acc": acc, "epoch_time": epoch_time} for i, acc in enumerate(test_accs)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if finished:
+        (folder / "results.json").write_text(json.dumps(
+            {"best_acc": max(test_accs), "last_acc": test_accs[-1], "epochs": len(test_accs)}))
+    if config:
+        (folder / "config.json").write_text(json.dumps({
+            "options": opt, "command": "python train_student.py", "run": {},
+            "teacher": {"arch": opt.get("model_t"), "test_acc": teacher_acc} if student else None}))
+    return folder
+
+
+def write_repdistiller(root: Path, opt: dict, accs: list[float], save_freq: int = 1, finished: bool = True) -> Path:
+    """RepDistiller's student folder: only checkpoints, accuracies as tensors, 'opt' as a Namespace."""
+    folder = root / "student_model" / student_run_name(argparse.Namespace(**opt))
+    folder.mkdir(parents=True)
+    weights = {"w": torch.zeros(2)}
+    best = max(accs)
+    torch.save({"epoch": accs.index(best) + 1, "model": weights, "best_acc": torch.tensor(best)},
+               folder / f"{opt['model_s']}_best.pth")
+    for epoch, acc in enumerate(accs, 1):
+        if epoch % save_freq == 0:
+            torch.save({"epoch": epoch, "model": weights, "accuracy": torch.tensor(acc)},
+                       folder / f"ckpt_epoch_{epoch}.pth")
+    if finished:
+        torch.save({"opt": argparse.Namespace(**opt), "model": weights}, folder / f"{opt['model_s']}_last.pth")
+    return folder
+
+
+@pytest.fixture
+def save(tmp_path: Path) -> Path:
+    root = tmp_path / "save"
+    kd = (0.1, 0.9, 0.0)
+    for trial, accs in (("1", [60.0, 71.0, 70.0]), ("2", [61.0, 73.0, 72.0]), ("3", [62.0, 74.5, 74.0])):
+        write_ours(root, student_opt("kd", kd, trial), accs)
+    write_ours(root, student_opt("crd", (1, 0.0, 0.8), "1"), [70.0, 75.0, 75.0], teacher_acc=79.5)
+    write_ours(root, student_opt("crd", (1, 1.0, 0.8), "1"), [70.0, 76.0, 76.0], teacher_acc=79.5)
+    # Left apart: one still running (no results.json), one that failed (non-finite accuracy).
+    write_ours(root, student_opt("kd", kd, "4"), [50.0], finished=False)
+    failed = write_ours(root, student_opt("kd", kd, "5"), [10.0, 20.0, 30.0])
+    (failed / "results.json").write_text('{"best_acc": NaN, "last_acc": NaN, "epochs": 3}')
+    # The student alone: train_teacher.py runs of resnet8x4 on CIFAR-100.
+    for trial, accs in (("0", [70.0, 72.0]), ("1", [70.0, 73.0])):
+        write_ours(root, {"model": "resnet8x4", "dataset": "cifar100", "learning_rate": 0.05, "weight_decay": 5e-4,
+                          "trial": trial, "epochs": 2}, accs)
+    return root
+
+
+def run_summarize(args: list[str], capsys) -> str:
+    assert summarize.main([str(a) for a in args]) == 0
+    return capsys.readouterr().out
+
+
+def test_groups_average_trials_and_keep_unfinished_and_failed_apart(save, tmp_path, capsys):
+    out = run_summarize([save, "--json", tmp_path / "t.json", "--csv", tmp_path / "t.csv"], capsys)
+    data = json.loads((tmp_path / "t.json").read_text())
+    kd = next(g for g in data["groups"] if g["method"] == "kd")
+    # last: 70, 72, 74 -> mean 72, sample std 2; best: 71, 73, 74.5
+    assert kd["n"] == 3 and kd["last_mean"] == pytest.approx(72.0) and kd["last_std"] == pytest.approx(2.0)
+    assert kd["best_mean"] == pytest.approx((71 + 73 + 74.5) / 3)
+    assert kd["best_std"] == pytest.approx(math.sqrt(((71 - 72.8333) ** 2 + (73 - 72.8333) ** 2
+                                                       + (74.5 - 72.8333) ** 2) / 2), abs=1e-3)
+    assert kd["teacher_acc"] == pytest.approx(79.0) and kd["seconds_per_epoch"] == pytest.approx(2.0)
+    assert kd["student_alone"] == pytest.approx(72.5) and kd["student_alone_n"] == 2  # last of 72 and 73
+    assert "72.00 ± 2.00 (3)" in out
+    left = {Path(r["folder"]).name.rsplit("_", 1)[1]: r for r in data["left_out"]}
+    assert set(left) == {"4", "5"}
+    assert data["left_out"] and left["4"]["epochs_done"] == 1
+    assert "Not averaged in" in out and "unfinished" in out and "failed" in out
+    rows = list(csv.DictReader((tmp_path / "t.csv").open()))
+    assert {r["method"] for r in rows} == {"kd", "crd", "vanilla"}
+    assert next(r for r in rows if r["method"] == "kd")["weights"] == "0.1/0.9/0"
+
+
+def test_published_numbers_are_joined_by_pair_method_and_kd_term(save, tmp_path, capsys):
+    run_summarize([save, "--json", tmp_path / "t.json"], capsys)
+    groups = json.loads((tmp_path / "t.json").read_text())["groups"]
+    kd = next(g for g in groups if g["method"] == "kd")
+    crd = next(g for g in groups if g["method"] == "crd" and g["weights"][1] == 0)
+    crd_kd = next(g for g in groups if g["method"] == "crd" and g["weights"][1] == 1)
+    # RepDistiller's README (CRD Table 1): KD 73.33, CRD 75.51; the CRD paper's CRD+KD: 75.46 (last epoch).
+    assert (kd["published"], kd["published_source"], kd["published_metric"]) == (73.33, "CRD", "last")
+    assert kd["published_diff"] == pytest.approx(72.0 - 73.33)
+    assert crd["published"] == 75.51 and crd["published_diff"] == pytest.approx(75.0 - 75.51)
+    assert crd_kd["published"] == 75.46 and crd_kd["published_label"] == "CRD+KD"
+    vanilla = next(g for g in groups if g["method"] == "vanilla")
+    assert vanilla["published"] == 72.50  # resnet8x4 alone on CIFAR-100
+    run_summarize([save, "--json", tmp_path / "s.json", "--source", "SimKD"], capsys)
+    kd = next(g for g in json.loads((tmp_path / "s.json").read_text())["groups"] if g["method"] == "kd")
+    assert kd["published"] == 74.42 and kd["published_source"] == "SimKD"
+
+
+def test_crd_layout_puts_methods_down_and_pairs_across(save, tmp_path, capsys):
+    out = run_summarize([save, "--layout", "crd", "--latex", tmp_path / "t.tex"], capsys)
+    table, left_out = out.split("Not averaged in")
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    assert lines[0] == "|  | resnet32x4 → resnet8x4 |"
+    first_cells = [line.split("|")[1].strip() for line in lines[2:]]
+    # crd has two weight settings, so its rows carry them; kd has one.
+    assert first_cells == ["Teacher", "Student alone", "crd (r:1 a:0 b:0.8)", "crd (r:1 a:1 b:0.8)", "kd"]
+    kd_row = next(line for line in lines if line.startswith("| kd |"))
+    assert "72.00 ± 2.00 (3) [73.33]" in kd_row
+    assert "79.20 [79.42]" in lines[2]  # the teacher's accuracy over the pair's five runs (79.0 x3, 79.5 x2)
+    assert "72.50 ± 0.71 (2) [72.50]" in lines[3]
+    tex = (tmp_path / "t.tex").read_text()
+    assert "\\begin{tabular}{lc}" in tex and "72.00 $\\pm$ 2.00 (3)" in tex and "$\\rightarrow$" in tex
+
+
+def test_repdistiller_and_older_folders_are_read_as_far_as_they_go(tmp_path, capsys):
+    root = tmp_path / "save"
+    opt = {**student_opt("kd", (0.1, 0.9, 0.0), "1"), "epochs": 4}
+    rd = write_repdistiller(root, opt, [60.0, 70.0, 69.0, 68.5], save_freq=2)
+    run = read_run(rd)
+    assert run.source == "RepDistiller checkpoints" and run.status == "finished"
+    assert (run.best_acc, run.last_acc, run.epochs_done) == (70.0, 68.5, 4)
+    assert (run.teacher, run.model, run.dataset, run.method, run.weights) == (
+        "resnet32x4", "resnet8x4", "cifar100", "kd", (0.1, 0.9, 0.0))
+    unfinished = write_repdistiller(root, {**opt, "trial": "2"}, [60.0, 65.0], save_freq=2, finished=False)
+    assert read_run(unfinished).status == "unfinished"
+    older = write_ours(root, {**opt, "trial": "3"}, [60.0, 66.0, 67.0, 68.5], config=False)
+    assert read_run(older).source == "ours (no config.json)" and read_run(older).last_acc == 68.5
+    # The teacher's accuracy from RepDistiller's teacher checkpoint ('accuracy' as a tensor).
+    teacher = tmp_path / "resnet32x4_vanilla" / "ckpt_epoch_240.pth"
+    teacher.parent.mkdir()
+    torch.save({"epoch": 240, "model": {}, "accuracy": torch.tensor(79.42)}, teacher)
+    with_teacher = write_repdistiller(root, {**opt, "trial": "4", "path_t": str(teacher)}, [60.0, 70.0, 69.0, 68.5])
+    assert read_run(with_teacher).teacher_acc == pytest.approx(79.42, abs=1e-4)
+    out = run_summarize([root, "--no-published"], capsys)
+    assert "68.50 ± 0.00 (3)" in out  # the RepDistiller runs and the older run: one group
+    assert "published" not in out.splitlines()[2]
+
+
+def test_published_results_file_is_well_formed():
+    from distiller_zoo.registry import method_names
+
+    rows = list(csv.DictReader((ROOT / "docs" / "published_results.csv").open()))
+    assert len(rows) > 300
+    not_here = {"dkd", "dot", "srrl", "simkd"}  # published methods this project does not implement (yet)
+    ours = set(method_names())
+    for row in rows:
+        assert row["source"] and row["reference"] and row["label"]
+        assert 0 < float(row["top1"]) < 100 and row["metric"] in ("last", "best", "unknown")
+        assert row["dataset"] in ("cifar100", "cifar10", "imagenet", "tinyimagenet")
+        assert row["kd_term"] in ("", "yes", "no")
+        method = row["method"]
+        assert method == "vanilla" or summarize.canonical_method(method) in ours | not_here, method
+    # 13 methods x 7 same-architecture pairs (less FSP's missing one) and 12 x 6 cross-architecture pairs.
+    crd = [r for r in rows if r["source"] == "CRD" and r["method"] != "vanilla"]
+    assert len(crd) == 13 * 7 - 1 + 12 * 6
+    assert {(r["teacher"], r["student"], r["top1"]) for r in crd if r["label"] == "CRD"} >= {
+        ("resnet32x4", "resnet8x4", "75.51"), ("wrn_40_2", "ShuffleV1", "76.05")}
