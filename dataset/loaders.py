@@ -38,7 +38,8 @@ def unaugmented_train(bundle: DataBundle) -> Dataset:
 def make_train_loader(bundle: DataBundle, variant: str, batch_size: int, num_workers: int, *,
                       nce_k: int = 16384, mode: str = "exact", percent: float = 1.0,
                       sampler: Sampler | None = None, generator: torch.Generator | None = None,
-                      drop_last: bool = False, augment: bool = True) -> DataLoader:
+                      drop_last: bool = False, augment: bool = True,
+                      wrap: Callable[[Dataset], Dataset] | None = None) -> DataLoader:
     """Shuffled train loader yielding (img, y), (img, y, index) or (img, y, index, contrast_idx).
 
     Pass a ``sampler`` (e.g. DistributedSampler) to replace shuffling, a ``generator`` to make it
@@ -49,6 +50,8 @@ def make_train_loader(bundle: DataBundle, variant: str, batch_size: int, num_wor
         raise ValueError(f"unknown loader variant {variant!r}; choose from {sorted(VARIANTS)}")
     train = bundle.train if augment else unaugmented_train(bundle)
     dataset = VARIANTS[variant](train, k=nce_k, mode=mode, percent=percent)
+    if wrap is not None:  # e.g. per-item seeding, with a sampler that yields what the wrapper reads
+        dataset = wrap(dataset)
     return DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
                       generator=generator, drop_last=drop_last, **_loader_options(num_workers))
 

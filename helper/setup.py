@@ -16,12 +16,12 @@ from torch.utils.data import DataLoader
 
 from dataset import DataBundle
 from dataset.loaders import make_train_loader, make_val_loader
-from dataset.memory import MemoryLoader, batch_seed
+from dataset.memory import MemoryLoader
 from helper.distributed import DistInfo, broadcast_int, init_distributed, quiet_non_main, shutdown
 from helper.errors import UserError
 from helper.precision import autocast, grad_scaler, resolve_device, resolve_precision
 from helper.rng import seed_everything
-from helper.sampler import ResumableSampler
+from helper.sampler import ResumableSampler, SeededItems, SeededSampler
 
 
 @dataclass
@@ -70,18 +70,17 @@ def setup_runtime(opt: argparse.Namespace) -> Runtime:
 
 
 class EpochLoader:
-    """A DataLoader over a ResumableSampler: ``set_position`` picks the epoch and the first batch.
+    """A DataLoader over a :class:`SeededSampler`: ``set_position`` picks the epoch and the first batch.
 
-    The loader draws its worker seeds from its own generator, reseeded per position, rather than
-    from the global RNG, so a run resumed mid-epoch draws the same augmentations as the original.
+    Each item is augmented from its own seed (epoch and position), so a run resumed mid-epoch, with
+    or without workers, draws the same augmentations as the original.
     """
 
-    def __init__(self, loader: DataLoader, sampler: ResumableSampler, batch_size: int, generator: torch.Generator):
-        self.loader, self.sampler, self.batch_size, self.generator = loader, sampler, batch_size, generator
+    def __init__(self, loader: DataLoader, sampler: SeededSampler, batch_size: int):
+        self.loader, self.sampler, self.batch_size = loader, sampler, batch_size
 
     def set_position(self, epoch: int, start_batch: int) -> None:
         self.sampler.set_position(epoch, start_batch * self.batch_size)
-        self.generator.manual_seed(batch_seed(self.sampler.seed, self.sampler.rank, epoch, start_batch))
 
     def __iter__(self):
         return iter(self.loader)
@@ -113,11 +112,11 @@ def build_train_loader(opt: argparse.Namespace, bundle: DataBundle, variant: str
                             batch_size=opt.batch_size, variant=variant, channels_last=rt.channels_last,
                             seed=opt.seed, rank=rt.info.rank, world_size=rt.info.world_size, nce_k=nce_k, mode=mode,
                             augment=augment)
-    sampler = ResumableSampler(bundle.train, num_replicas=rt.info.world_size, rank=rt.info.rank, seed=opt.seed)
-    generator = torch.Generator()
-    loader = make_train_loader(bundle, variant, opt.batch_size, opt.num_workers, sampler=sampler, generator=generator,
-                               nce_k=nce_k, mode=mode, augment=augment)
-    return EpochLoader(loader, sampler, opt.batch_size, generator)
+    sampler = SeededSampler(ResumableSampler(bundle.train, num_replicas=rt.info.world_size, rank=rt.info.rank,
+                                             seed=opt.seed))
+    loader = make_train_loader(bundle, variant, opt.batch_size, opt.num_workers, sampler=sampler, nce_k=nce_k,
+                               mode=mode, augment=augment, wrap=SeededItems)
+    return EpochLoader(loader, sampler, opt.batch_size)
 
 
 def build_val_loader(opt: argparse.Namespace, bundle: DataBundle, rt: Runtime) -> DataLoader | MemoryLoader:

@@ -1,7 +1,7 @@
 """Runs survive kills and preemption: resumed runs end bit-identical to uninterrupted ones.
 
-Deterministic settings used here: CPU, --precision fp32, --num_workers 0, a fixed --seed, one
-intra-op thread (OMP_NUM_THREADS=1, set by conftest.run_cli). Under them the resumed run replays
+Deterministic settings used here: CPU, --precision fp32, a fixed --seed, one intra-op thread
+(OMP_NUM_THREADS=1, set by conftest.run_cli), --num_workers 0 unless a test says otherwise. Under them the resumed run replays
 the same batches, augmentations and updates.
 """
 
@@ -73,6 +73,24 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, teacher_ckpt):
     run_cli("train_student.py", [*STUDENT, "--path_t", str(teacher_ckpt), *args, "--resume", "auto"], work)
     _assert_identical(_final_weights(work), expected)
     assert _metric_epochs(work) == [("main", e) for e in range(1, 7)]
+
+
+def test_kill_and_resume_with_workers_is_bit_identical(tmp_path, teacher_ckpt):
+    """Two persistent workers on the per-image path: each image's augmentation comes from its own seed
+    (epoch and position), so the workers started by the resumed run draw what the first run's drew."""
+    args = ["--epochs", "3", "--distill", "kd", "--loader", "torchvision", "--num_workers", "2"]
+    expected = _reference(tmp_path, teacher_ckpt, args)
+    work = tmp_path / "killed"
+    work.mkdir()
+    proc = _popen([*STUDENT, "--path_t", str(teacher_ckpt), *args], work)
+    _wait_for(work / "save/student_model", proc)
+    ckpt = next((work / "save/student_model").iterdir()) / "ckpt_last.pth"
+    _wait_for(ckpt, proc)
+    proc.send_signal(signal.SIGTERM)  # a mid-epoch stop in epoch 2, or at its end
+    assert proc.wait(timeout=240) == 75
+    run_cli("train_student.py", [*STUDENT, "--path_t", str(teacher_ckpt), *args, "--resume", "auto"], work)
+    _assert_identical(_final_weights(work), expected)
+    assert _metric_epochs(work) == [("main", e) for e in range(1, 4)]
 
 
 def test_sigterm_checkpoints_mid_epoch_and_resume_is_bit_identical(tmp_path, teacher_ckpt):
