@@ -94,6 +94,7 @@ def test_one_step_through_the_objective(precision):
     """channels_last images, real nets: gradient reaches the student only; in fp32 the term is the
     loss on an unfolded teacher computed directly."""
     objective, student, teacher, reference = _objective("sobolev", precision)
+    objective.train_mode()
     state = copy.deepcopy(teacher.state_dict())
     torch.manual_seed(1)
     x = torch.randn(6, 3, 16, 16).contiguous(memory_format=torch.channels_last)
