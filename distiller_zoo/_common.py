@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distiller_zoo.registry import DistillBatch, DistillMethod
+from distiller_zoo.registry import DistillBatch, DistillMethod, MethodContext
 
 
 def pool_to_match(f_s: Tensor, f_t: Tensor) -> tuple[Tensor, Tensor]:
@@ -20,6 +22,23 @@ def pool_to_match(f_s: Tensor, f_t: Tensor) -> tuple[Tensor, Tensor]:
     elif h_s < h_t:
         f_t = F.adaptive_avg_pool2d(f_t, f_s.shape[2:])
     return f_s, f_t
+
+
+def opt_with_dims(ctx: MethodContext) -> argparse.Namespace:
+    """A copy of the options plus ``s_dim``/``t_dim`` (pooled feature sizes) and ``n_data``, as the
+    ``opt`` that RepDistiller-style losses (CRD and its descendants) read; the caller's opt is left alone."""
+    dims = {"s_dim": ctx.feat_s[-1].shape[1], "t_dim": ctx.feat_t[-1].shape[1], "n_data": ctx.n_data}
+    return argparse.Namespace(**{**vars(ctx.opt), **dims})
+
+
+def standardize(x: Tensor, dim: int, eps: float = 1e-12) -> Tensor:
+    """``(x - mean) / std`` along ``dim`` with the unbiased std, as ``torch.std`` computes it.
+
+    A constant slice (std 0) becomes zeros instead of NaN: its centred values are exactly 0, so
+    flooring the std at ``eps`` changes nothing else.
+    """
+    centred = x - x.mean(dim, keepdim=True)
+    return centred / x.std(dim, keepdim=True).clamp_min(eps)
 
 
 def stage_maps(feat_s: list[Tensor], feat_t: list[Tensor], method: str) -> tuple[list[Tensor], list[Tensor]]:
