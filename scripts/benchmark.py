@@ -125,7 +125,7 @@ def measure(pair: str, config: str, bundle, args: argparse.Namespace) -> Result:
     teacher = build_model(opt.model_t, bundle.num_classes)
     student = build_model(opt.model_s, bundle.num_classes)
     method = build_method(spec, student, teacher, opt, bundle)
-    loader = build_train_loader(opt, bundle, "crd" if spec.needs_contrast else "instance", rt)
+    loader = build_train_loader(opt, bundle, "crd" if spec.wants_contrast(opt) else "instance", rt)
     teacher, student, method = place_networks(opt, spec, teacher, student, method, rt)
     stage = make_stages(opt, spec, student, student, teacher, method, rt)[-1]
     loader.set_position(1, 0)
