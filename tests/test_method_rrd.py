@@ -133,7 +133,7 @@ def test_momentum_loss_matches_hand_computation_on_crds_memory():
     torch.manual_seed(0)
     loss = RRD_MomentumMemory_Loss(rrd_opt(nce_k=4))
     bank_s, bank_t = loss.contrast.memory_v1.double().tolist(), loss.contrast.memory_v2.double().tolist()
-    f_s, f_t = torch.randn(3, 5), torch.randn(3, 6)
+    f_s, f_t = torch.randn(3, 5), torch.randn(3, 6, requires_grad=True)
     idx = torch.tensor([3, 7, 11])
     contrast = torch.tensor([[3, 0, 1, 2, 4], [7, 8, 9, 10, 12], [11, 13, 14, 15, 16]])
     v_s, v_t = embed_by_hand(loss.embed_s, f_s), embed_by_hand(loss.embed_t, f_t)
@@ -144,7 +144,10 @@ def test_momentum_loss_matches_hand_computation_on_crds_memory():
     z_s, z_t = (sum(map(sum, raw)) / 15 * 30 for raw in (raw_s, raw_t))
     expected = relational_by_hand([[x / z_s for x in row] for row in raw_s], [[x / z_t for x in row] for row in raw_t],
                                   0.1, 0.02)
-    assert math.isclose(loss(f_s, f_t, idx, contrast).item(), expected, rel_tol=1e-5)
+    value = loss(f_s, f_t, idx, contrast)
+    assert math.isclose(value.item(), expected, rel_tol=1e-5)
+    value.backward()
+    assert loss.embed_s.weight.grad.abs().sum() > 0 and f_t.grad is None and loss.embed_t.weight.grad is None
     # the teacher bank moved halfway (nce_m 0.5) to the teacher embeddings at the batch's dataset indices
     for b, i in enumerate(idx.tolist()):
         moved = unit([0.5 * old + 0.5 * new for old, new in zip(bank_t[i], v_t[b], strict=True)])
