@@ -17,7 +17,9 @@ from distiller_zoo.PKT import PKT
 from distiller_zoo.registry import get_method, method_names
 from distiller_zoo.RKD import RKDLoss
 from distiller_zoo.RRD import RRDLoss
+from distiller_zoo.SimKD import SimKD
 from distiller_zoo.SP import Similarity
+from distiller_zoo.SRRL import SRRL
 from distiller_zoo.VID import VIDLoss
 from distiller_zoo.WSLD import WSLDLoss
 
@@ -39,7 +41,9 @@ __all__ = [
     "PKT",
     "RKDLoss",
     "RRDLoss",
+    "SRRL",
     "Similarity",
+    "SimKD",
     "VIDLoss",
     "WSLDLoss",
     "get_method",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import copy
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distiller_zoo.registry import DistillBatch, DistillMethod, MethodContext
+from models.classifier import find_classifier
 
 
 def pool_to_match(f_s: Tensor, f_t: Tensor) -> tuple[Tensor, Tensor]:
@@ -69,3 +71,10 @@ class SummedGroupLoss(DistillMethod):
         g_s = batch.feat_s[self.taps]
         g_t = [f.detach() for f in batch.feat_t[self.taps]]
         return sum(self.criterion(g_s, g_t), batch.logit_s.new_zeros(()))
+
+
+def frozen_teacher_classifier(ctx: MethodContext) -> nn.Linear:
+    """A frozen copy of the teacher's classifier (SRRL, SimKD reuse it): held by the method, so it moves,
+    saves and exports with it; it never trains, and the teacher's own weights get no gradient through it."""
+    name = find_classifier(ctx.teacher, ctx.feat_t[-1], ctx.logit_t)
+    return copy.deepcopy(ctx.teacher.get_submodule(name)).requires_grad_(False)
