@@ -1,0 +1,123 @@
+"""Linear probe of a frozen distilled student on another data set (the distillers' transfer protocol).
+
+    python transfer_student.py --path_s <student checkpoint> --model_s wrn_16_2 --dataset stl10 --trial 1
+
+The student's classifier is replaced by a new Linear layer for the new classes, and only that layer
+trains: 120 epochs, SGD lr 0.05 (0.01 for MobileNetV2/ShuffleNets), decayed x0.1 at 30, 60 and 90,
+on images resized to the student's input size. The backbone stays in eval mode throughout, so its
+BatchNorm statistics never move (the reference trains in train mode, where they drift).
+"""
+
+from __future__ import annotations
+
+import argparse
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dataset import DatasetUnavailable
+from dataset.transfer import build_any, probe_bundle
+from helper.config_file import parse_with_config
+from helper.distributed import rank_zero_first
+from helper.errors import as_user_errors, run_cli
+from helper.model_file import load_model_file
+from helper.naming import teacher_run_name
+from helper.objectives import SupervisedObjective
+from helper.options import OneLineParser, add_training_args, validate_training_args
+from helper.runconfig import save_run_config
+from helper.setup import build_train_loader, build_val_loader, place_model, setup_runtime, wrap_ddp
+from helper.trainer import RunOutputs, Stage, Trainer, prepare_outputs
+from helper.util import lr_at_epoch
+from models import model_dict
+from models.classifier import classifier_of, input_size, replace_module
+
+DATASETS = ("stl10", "tinyimagenet", "folder", "cifar10", "cifar100", "synthetic")
+
+
+def parse_option(argv: list[str] | None = None) -> tuple[argparse.Namespace, nn.Module]:
+    """The options, and the student network read from --path_s (its architecture settles the defaults)."""
+    parser = OneLineParser(prog="transfer_student.py", description="linear probe of a frozen distilled student")
+    parser.add_argument("--path_s", default=None, help="the student's model file, or its run folder")
+    parser.add_argument("--model_s", default=None,
+                        help=f"its architecture (default: stored in the file, or read from its folder): "
+                             f"one of {', '.join(model_dict)}")
+    parser.add_argument("-t", "--trial", default="0", help="experiment id, part of the run folder name")
+    add_training_args(parser)
+    # the distillers' transfer_student.py schedule
+    parser.set_defaults(dataset="stl10", epochs=120, lr_decay_epochs=[30, 60, 90], save_freq=50)
+    next(a for a in parser._actions if a.dest == "dataset").help = f"one of {', '.join(DATASETS)}"
+    opt = parse_with_config(parser, argv)
+    if opt.path_s is None:
+        parser.error("--path_s is required: the distilled student's model file (or its run folder)")
+    if opt.dataset not in DATASETS:
+        parser.error(f"unknown --dataset '{opt.dataset}'; choose one of: {', '.join(DATASETS)}")
+    if opt.model_s is not None and opt.model_s not in model_dict:
+        parser.error(f"unknown --model_s '{opt.model_s}'; choose one of: {', '.join(model_dict)}")
+    if opt.sync_bn:
+        parser.error("--sync_bn does nothing here: the frozen backbone's BatchNorms stay in eval mode")
+    student, opt.model_s, _ = load_model_file(opt.path_s, opt.model_s, head=False)
+    validate_training_args(opt, parser, opt.model_s)
+    opt.model_path = "./save/ft/models"
+    opt.tb_path = "./save/ft/tensorboard"
+    opt.model_name = teacher_run_name(argparse.Namespace(**{**vars(opt), "model": opt.model_s}))
+    opt.save_folder = str(Path(opt.model_path) / opt.model_name)
+    opt.tb_folder = str(Path(opt.tb_path) / opt.model_name)
+    return opt, student
+
+
+def attach_probe(student: nn.Module, size: int, num_classes: int) -> nn.Linear:
+    """Freeze ``student`` and put a new Linear head for ``num_classes`` where its classifier was (found by
+    what it computes on ``size`` x ``size`` images, whatever its name); returns the head, initialised as the
+    reference."""
+    name = classifier_of(student, size)
+    old = student.get_submodule(name)
+    student.requires_grad_(False)
+    head = nn.Linear(old.in_features, num_classes)
+    nn.init.normal_(head.weight, mean=0.0, std=0.01)
+    nn.init.zeros_(head.bias)
+    replace_module(student, name, head)
+    return head
+
+
+class ProbeObjective(SupervisedObjective):
+    """Cross-entropy on the labels with the backbone in eval mode (running statistics fixed, dropout
+    off) and only the head in train mode."""
+
+    def __init__(self, model: nn.Module, head: nn.Module, autocast):
+        super().__init__(model, autocast)
+        self.head = head
+
+    def train_mode(self) -> None:
+        self.model.eval()
+        self.head.train()
+
+
+def main(argv: list[str] | None = None) -> None:
+    opt, model = parse_option(argv)
+    rt = setup_runtime(opt)
+    size = opt.image_size or input_size(opt.model_s)
+    opt.image_size = size
+    with as_user_errors(ValueError, DatasetUnavailable), rank_zero_first(rt.info):
+        bundle = probe_bundle(build_any(opt), size)
+    print(f"transfer {opt.model_s} from {opt.path_s} to {bundle.name}: {bundle.num_classes} classes, "
+          f"{len(bundle.train)} train / {len(bundle.val)} val images at {size}x{size}")
+    head = attach_probe(model, size, bundle.num_classes)
+    out = RunOutputs(Path(opt.save_folder), Path(opt.tb_folder), opt.model_s, save_optimizer=True)
+    resume = prepare_outputs(out, opt, rt.info)
+    save_run_config(opt, rt, out.folder, resumed=resume is not None)
+    train_loader = build_train_loader(opt, bundle, "plain", rt)
+    val_loader = build_val_loader(opt, bundle, rt)
+
+    model = place_model(model, rt)
+    optimizer = torch.optim.SGD(head.parameters(), lr=opt.learning_rate, momentum=opt.momentum,
+                                weight_decay=opt.weight_decay)
+    objective = ProbeObjective(wrap_ddp(model, rt, sync_bn=False), head, rt.autocast)
+    stage = Stage("main", opt.epochs, objective, optimizer, partial(lr_at_epoch, opt=opt), evaluate=True)
+    Trainer(opt=opt, out=out, model=model, extra_state=None, stages=[stage], train_loader=train_loader,
+            val_loader=val_loader, eval_model=model, rt=rt, scaler=rt.grad_scaler()).fit(resume)
+
+
+if __name__ == "__main__":
+    run_cli(main)
