@@ -68,7 +68,7 @@ def tree(tmp_path: Path) -> Path:
     work.mkdir()
     (work / "scripts").symlink_to(SCRIPTS)
     (work / ".ci").symlink_to(ROOT / ".ci")
-    for name in ("requirements.txt", "requirements-dev.txt"):
+    for name in (p.name for p in ROOT.glob("requirements*.txt")):
         shutil.copy(ROOT / name, work / name)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
