@@ -31,6 +31,7 @@ from helper.errors import UserError, as_user_errors, run_cli
 from helper.naming import arch_from_path, student_run_name
 from helper.objectives import DistillObjective, InitObjective
 from helper.options import OneLineParser, add_training_args, validate_training_args
+from helper.peer import TrainedPeer
 from helper.pretrained import torchvision_state_dict
 from helper.runconfig import save_run_config
 from helper.setup import Runtime, build_train_loader, build_val_loader, place_model, setup_runtime, wrap_ddp
@@ -52,6 +53,9 @@ def parse_option(argv: list[str] | None = None) -> tuple[argparse.Namespace, Met
                         help="fold the frozen teacher's BatchNorms into its convolutions: the same outputs, "
                              "fewer passes (--no-fold_teacher_bn: run it unchanged, as RepDistiller)")
     parser.add_argument("--model_s", default="resnet8", help=f"one of: {', '.join(model_dict)}")
+    parser.add_argument("--init_s", default=None,
+                        help="student initialisation: a checkpoint ({'model': state_dict} or a bare state_dict) "
+                             "loaded strictly before training, e.g. a baseline's (train_teacher.py --save_init)")
     parser.add_argument("--distill", default="kd", help=f"one of: {', '.join(method_names())}")
     parser.add_argument("--trial", default="1", help="experiment id, part of the run folder name")
     w = parser.add_argument_group("loss weights (default: the method's, as RepDistiller's scripts)")
@@ -85,8 +89,11 @@ def parse_option(argv: list[str] | None = None) -> tuple[argparse.Namespace, Met
             parser.error("give either --path_t or --teacher_weights, not both")
         if opt.model_t is None:
             parser.error("--teacher_weights torchvision needs --model_t (the teacher's architecture)")
-    elif opt.path_t is None:
+    elif opt.path_t is None and not spec.trains_peer:
         parser.error("--path_t is required: the teacher checkpoint to distil from (or --teacher_weights torchvision)")
+    if spec.trains_peer and opt.path_t is None and opt.model_t is None:
+        parser.error(f"--distill {spec.name} trains a peer network beside the student: name it with --model_t "
+                     "(--path_t optionally initialises it)")
     validate_training_args(opt, parser, opt.model_s)
     for flag, value in (("-r", opt.gamma), ("-a", opt.alpha), ("-b", opt.beta)):
         if value is not None and value < 0:
@@ -119,6 +126,8 @@ def teacher_arch(opt: argparse.Namespace, checkpoint: dict) -> str:
 
 
 def load_teacher(opt: argparse.Namespace, num_classes: int) -> torch.nn.Module:
+    if opt.path_t is None and opt.teacher_weights is None:  # a peer the method trains from scratch (DML)
+        return build_model(opt.model_t, num_classes)
     if opt.teacher_weights == "torchvision":
         state, source = torchvision_state_dict(opt.model_t, num_classes), f"torchvision's {opt.model_t} weights"
     else:
@@ -147,8 +156,13 @@ def build_method(spec: MethodSpec, student, teacher, opt: argparse.Namespace, bu
 
 
 def place_networks(opt: argparse.Namespace, spec: MethodSpec, teacher: torch.nn.Module, student: torch.nn.Module,
-                   method: DistillMethod, rt: Runtime) -> tuple[FrozenTeacher, torch.nn.Module, DistillMethod]:
-    """The frozen teacher, the student and the method's modules on the device, as a run trains them."""
+                   method: DistillMethod, rt: Runtime
+                   ) -> tuple[FrozenTeacher | TrainedPeer, torch.nn.Module, DistillMethod]:
+    """The frozen teacher, the student and the method's modules on the device, as a run trains them.
+
+    A peer the method trains (``spec.trains_peer``) is placed as the student is, never frozen."""
+    if spec.trains_peer:
+        return TrainedPeer(place_model(teacher, rt)), place_model(student, rt), method.to(rt.device)
     return freeze_teacher(teacher, rt, spec.preact, opt.fold_teacher_bn), place_model(student, rt), method.to(rt.device)
 
 
@@ -159,11 +173,15 @@ def make_stages(opt, spec: MethodSpec, student, train_student, teacher, method, 
     if init is not None and opt.init_epochs > 0:
         modules = list(init.modules) + ([student.get_feat_modules()] if init.student_trunk else [])
         params = [p for module in modules for p in module.parameters() if p.requires_grad]
-        optimizer = torch.optim.SGD(params, lr=init.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+        optimizer = torch.optim.SGD(params, lr=init.lr, momentum=opt.momentum, weight_decay=opt.weight_decay,
+                                    nesterov=opt.nesterov)
         objective = InitObjective(train_student, teacher, spec, init, rt.autocast)
         stages.append(Stage("init", opt.init_epochs, objective, optimizer, lambda epoch: init.lr, evaluate=False))
+    # One SGD for the student and the method's parameters (a peer's too): SGD updates each parameter from
+    # its own gradient and momentum alone, so this is the same as one optimizer per network (KD-Zoo's DML).
     params = itertools.chain(student.parameters(), method.main_parameters())
-    optimizer = torch.optim.SGD(params, lr=opt.learning_rate, momentum=opt.momentum, weight_decay=opt.weight_decay)
+    optimizer = torch.optim.SGD(params, lr=opt.learning_rate, momentum=opt.momentum, weight_decay=opt.weight_decay,
+                                nesterov=opt.nesterov)
     weights = Weights(opt.gamma, opt.alpha, opt.beta)
     objective = DistillObjective(train_student, teacher, method, spec, weights, opt.kd_T, rt.autocast)
     stages.append(Stage("main", opt.epochs, objective, optimizer, partial(lr_at_epoch, opt=opt), evaluate=True))
@@ -177,6 +195,8 @@ def main(argv: list[str] | None = None) -> None:
         bundle = build_data(opt)
         teacher = load_teacher(opt, bundle.num_classes)
         student = build_model(opt.model_s, bundle.num_classes)
+        if opt.init_s is not None:
+            load_strict(student, state_dict_of(safe_load(opt.init_s), opt.init_s), opt.init_s, opt.model_s)
     contrast = spec.wants_contrast(opt)
     if contrast and opt.nce_k >= len(bundle.train):
         raise UserError(f"--nce_k {opt.nce_k} must be smaller than the training set ({len(bundle.train)} samples)")
@@ -192,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     teacher, student, method = place_networks(opt, spec, teacher, student, method, rt)
     broadcast_state(method, rt.info)
     teacher_acc = None
-    if resume is None:  # every rank: validate reduces each rank's shard
+    if resume is None and not spec.trains_peer:  # every rank: validate reduces each rank's shard
         teacher_acc = validate(teacher, val_loader, rt.device, rt.channels_last, rt.autocast, rt.info)["test_acc"]
         print(f"teacher accuracy: {teacher_acc:.2f}")
     save_run_config(opt, rt, out.folder, resumed=resume is not None,
@@ -204,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     method_params = [p for p in method.parameters() if p.requires_grad]
     Trainer(opt=opt, out=out, model=student, extra_state=method, stages=stages, train_loader=train_loader,
             val_loader=val_loader, eval_model=method.eval_model(student), rt=rt, scaler=rt.grad_scaler(),
-            method_label=f" ({spec.name})", after_backward=gradient_averager(method_params, rt.info)).fit(resume)
+            method_label=f" ({spec.name})", after_backward=gradient_averager(method_params, rt.info),
+            peers=method.peer_networks()).fit(resume)
 
 
 if __name__ == "__main__":

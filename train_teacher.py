@@ -13,8 +13,9 @@ import torch
 
 from dataset import DatasetUnavailable, build_data
 from helper.config_file import parse_with_config
-from helper.distributed import rank_zero_first
-from helper.errors import as_user_errors, run_cli
+from helper.checkpoint import atomic_save
+from helper.distributed import DistInfo, rank_zero_first
+from helper.errors import UserError, as_user_errors, run_cli
 from helper.naming import teacher_run_name
 from helper.objectives import SupervisedObjective
 from helper.options import OneLineParser, add_training_args, validate_training_args
@@ -29,6 +30,9 @@ def parse_option(argv: list[str] | None = None) -> argparse.Namespace:
     parser = OneLineParser(prog="train_teacher.py", description="train a network on the labels alone")
     parser.add_argument("--model", default="resnet110", help=f"one of: {', '.join(model_dict)}")
     parser.add_argument("-t", "--trial", default="0", help="experiment id, part of the run folder name")
+    parser.add_argument("--save_init", default=None,
+                        help="also write the freshly initialised model here ({'model': state_dict, 'arch'}), "
+                             "for students that start from the same weights (train_student.py --init_s)")
     add_training_args(parser)
     opt = parse_with_config(parser, argv)
     if opt.model not in model_dict:
@@ -42,6 +46,17 @@ def parse_option(argv: list[str] | None = None) -> argparse.Namespace:
     return opt
 
 
+def save_init(model: torch.nn.Module, opt: argparse.Namespace, info: DistInfo) -> None:
+    """Rank 0's initial weights (DDP gives them to every rank), never silently over an earlier run's."""
+    path = Path(opt.save_init)
+    if not info.is_main:
+        return
+    if path.exists() and not opt.overwrite:
+        raise UserError(f"--save_init: {path} exists (students may start from it); pass --overwrite to replace it")
+    atomic_save({"model": model.state_dict(), "arch": opt.model}, path)
+    print(f"initial weights saved to {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     opt = parse_option(argv)
     rt = setup_runtime(opt)
@@ -51,12 +66,14 @@ def main(argv: list[str] | None = None) -> None:
     out = RunOutputs(Path(opt.save_folder), Path(opt.tb_folder), opt.model, save_optimizer=True)
     resume = prepare_outputs(out, opt, rt.info)
     save_run_config(opt, rt, out.folder, resumed=resume is not None)
+    if opt.save_init is not None and resume is None:
+        save_init(model, opt, rt.info)
     train_loader = build_train_loader(opt, bundle, "plain", rt)
     val_loader = build_val_loader(opt, bundle, rt)
 
     model = place_model(model, rt)
     optimizer = torch.optim.SGD(model.parameters(), lr=opt.learning_rate, momentum=opt.momentum,
-                                weight_decay=opt.weight_decay)
+                                weight_decay=opt.weight_decay, nesterov=opt.nesterov)
     objective = SupervisedObjective(wrap_ddp(model, rt, opt.sync_bn), rt.autocast)
     stage = Stage("main", opt.epochs, objective, optimizer, partial(lr_at_epoch, opt=opt), evaluate=True)
     Trainer(opt=opt, out=out, model=model, extra_state=None, stages=[stage], train_loader=train_loader,

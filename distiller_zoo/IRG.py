@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distiller_zoo._common import pool_to_match
-from distiller_zoo.registry import DistillBatch, DistillMethod, MethodContext, MethodSpec, Weights, register
+from distiller_zoo.registry import DistillBatch, DistillMethod, MethodContext, MethodSpec, Weights, flag_tag, register
 from distiller_zoo.RKD import RKDLoss
 
 
@@ -193,5 +193,6 @@ register(
         weights=Weights(gamma=1.0, alpha=0.0, beta=1.0),
         summary="instance relationship graph: vertices, edges, transformations (Liu et al. 2019)",
         add_args=add_args,
+        run_tag=flag_tag("irg_variant", "zoo"),
     )
 )

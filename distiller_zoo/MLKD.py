@@ -23,7 +23,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dataset.views import VIEWS, rotated_views
-from distiller_zoo.registry import DistillBatch, DistillMethod, LossFn, MethodContext, MethodSpec, Weights, register
+from distiller_zoo.registry import (
+    DistillBatch,
+    DistillMethod,
+    LossFn,
+    MethodContext,
+    MethodSpec,
+    Weights,
+    flag_tag,
+    register,
+)
 from models.util import Embed
 
 __all__ = ["AlignLoss", "CorrLoss", "Embed", "MLKDMethod", "MLPHead", "SupConLoss"]
@@ -198,6 +207,7 @@ register(
         weights=Weights(gamma=1.0, alpha=50.0, beta=1.0),
         train_augment=False,
         add_args=add_args,
+        run_tag=flag_tag("delta", label="d"),  # a fourth weight: _r:_a:_b:_d:
         summary="multi-level KD: alignment, correlation and supervised contrast on four rotated views "
                 "(Ding et al. 2020)",
     )

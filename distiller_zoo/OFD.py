@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distiller_zoo.registry import DistillBatch, DistillMethod, MethodContext, MethodSpec, Weights, register
+from distiller_zoo.registry import DistillBatch, DistillMethod, MethodContext, MethodSpec, Weights, flag_tag, register
 
 
 def bn_margin(bn: nn.BatchNorm2d, floor: float = 1e-12) -> Tensor:
@@ -155,5 +155,6 @@ register(
         summary="overhaul of feature distillation: pre-ReLU features, margins, partial L2 (Heo et al. 2019)",
         preact=True,
         add_args=add_args,
+        run_tag=flag_tag("ofd_margin", "bn"),
     )
 )

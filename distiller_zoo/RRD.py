@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from crd.memory import ContrastMemory
 from crd.sampling import MODES
 from distiller_zoo._common import opt_with_dims
-from distiller_zoo.registry import DistillBatch, DistillMethod, MethodContext, MethodSpec, Weights, register
+from distiller_zoo.registry import DistillBatch, DistillMethod, MethodContext, MethodSpec, Weights, flag_tag, register
 from helper.distributed import all_gather_cat, group_info
 
 __all__ = ["RRDLoss", "RRD_FifoMemory_Loss", "RRD_MomentumMemory_Loss"]
@@ -197,6 +197,7 @@ register(
         weights=Weights(gamma=1.0, alpha=0.0, beta=1.0),
         needs_contrast=uses_memory_bank,
         add_args=add_args,
+        run_tag=flag_tag("memory_type", "fifo"),
         summary="relational representation distillation against a queue or memory of teacher embeddings "
                 "(Giakoumoglou 2024)",
     )

@@ -4,6 +4,7 @@ from distiller_zoo.AB import ABLoss
 from distiller_zoo.AT import Attention
 from distiller_zoo.CC import Correlation
 from distiller_zoo.CRD import CRDLoss
+from distiller_zoo.DML import DML
 from distiller_zoo.EGA import EGA
 from distiller_zoo.FitNet import HintLoss
 from distiller_zoo.FSP import FSP
@@ -29,6 +30,7 @@ __all__ = [
     "CRDLoss",
     "Correlation",
     "DCDLoss",
+    "DML",
     "DistillKL",
     "EGA",
     "FSP",

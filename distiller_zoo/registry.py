@@ -234,8 +234,14 @@ class MethodSpec:
     #: False: the training loader gives the images without its random crop and flip, and the method draws
     #: its own augmentation per batch on the device in ``prepare_batch`` (MLKD's rotated views)
     train_augment: bool = True
+    #: False: the method back-propagates through gradients (double backward: Sobolev's input Jacobians, LwM's
+    #: Grad-CAMs), which torch.compile does not support, so ``--compile auto`` runs it eagerly and ``on`` refuses
+    compilable: bool = True
     #: adds the method's own flags to its argument group of train_student.py
     add_args: Callable[[argparse._ArgumentGroup], None] | None = None
+    #: text the run folder name gains after the weights, so that variants of one method chosen by its
+    #: own flags (``--memory_type``, MLKD's ``-d``) do not share a folder; see :func:`flag_tag`
+    run_tag: Callable[[argparse.Namespace], str] | None = None
 
     def wants_contrast(self, opt: argparse.Namespace) -> bool:
         """Whether this run's loader must supply indices and contrast indices (the "crd" variant)."""
@@ -273,6 +279,24 @@ def load_methods() -> None:
 def method_names() -> list[str]:
     load_methods()
     return sorted(_METHODS)
+
+
+def flag_tag(flag: str, default: object | None = None, label: str | None = None) -> Callable[[argparse.Namespace], str]:
+    """A ``run_tag`` naming ``--flag``'s value (``_label:value``, the label defaulting to the flag's name):
+    always, or only when it is not ``default``, so the default variant keeps RepDistiller's folder name."""
+
+    def tag(opt: argparse.Namespace) -> str:
+        value = getattr(opt, flag, default)
+        return "" if default is not None and value == default else f"_{label or flag}:{value}"
+
+    return tag
+
+
+def run_tag(opt: argparse.Namespace) -> str:
+    """The run folder's method-specific part for ``opt.distill`` ('' for methods without one)."""
+    load_methods()
+    spec = _METHODS.get(_ALIASES.get(opt.distill, opt.distill))
+    return spec.run_tag(opt) if spec is not None and spec.run_tag is not None else ""
 
 
 def add_method_args(parser: argparse.ArgumentParser) -> None:

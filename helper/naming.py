@@ -6,6 +6,8 @@ import argparse
 import re
 from pathlib import Path
 
+from distiller_zoo.registry import run_tag
+
 _STUDENT_FOLDER = re.compile(r"^S[:~](.+?)_T[:~]")
 
 
@@ -14,9 +16,11 @@ def teacher_run_name(opt: argparse.Namespace) -> str:
 
 
 def student_run_name(opt: argparse.Namespace) -> str:
+    """RepDistiller's ``S:<s>_T:<t>_<data>_<method>_r:_a:_b:_<trial>``; a method variant chosen by the
+    method's own flags adds its tag before the trial (``..._b:1.0_memory_type:momentum_1``)."""
     return (
         f"S:{opt.model_s}_T:{opt.model_t}_{opt.dataset}_{opt.distill}"
-        f"_r:{opt.gamma}_a:{opt.alpha}_b:{opt.beta}_{opt.trial}"
+        f"_r:{opt.gamma}_a:{opt.alpha}_b:{opt.beta}{run_tag(opt)}_{opt.trial}"
     )
 
 

@@ -46,6 +46,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lr_decay_rate", type=float, default=0.1)
     g.add_argument("--weight_decay", type=float, default=5e-4)
     g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--nesterov", action="store_true", help="Nesterov momentum (KD-Zoo's recipe; RepDistiller: off)")
     g.add_argument("--seed", type=int, default=None, help="random seed (default: drawn once and stored)")
     add_data_args(parser)
 
@@ -84,6 +85,8 @@ def validate_training_args(opt: argparse.Namespace, parser: argparse.ArgumentPar
     for name in ("lr_decay_rate", "weight_decay", "momentum"):
         if getattr(opt, name) < 0:
             parser.error(f"--{name} must not be negative, got {getattr(opt, name)}")
+    if opt.nesterov and opt.momentum <= 0:
+        parser.error("--nesterov needs a positive --momentum")
     if opt.num_workers < 0:
         parser.error(f"--num_workers must not be negative, got {opt.num_workers}")
     if opt.tb_freq is not None and os.environ.get("RANK", "0") == "0":

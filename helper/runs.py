@@ -17,7 +17,7 @@ from typing import Any
 # RepDistiller's names (helper/naming.py writes the same); '~' is its Windows separator.
 STUDENT_FOLDER = re.compile(
     r"^S[:~](?P<student>.+?)_T[:~](?P<teacher>.+)_(?P<dataset>[^_]+)_(?P<method>[^_]+)"
-    r"_r[:~](?P<r>[^_]+)_a[:~](?P<a>[^_]+)_b[:~](?P<b>[^_]+)_(?P<trial>.+)$")
+    r"_r[:~](?P<r>[^_]+)_a[:~](?P<a>[^_]+)_b[:~](?P<b>[^_]+)(?P<tags>(?:_[a-z][a-z_]*[:~][^_]+)*)_(?P<trial>.+)$")
 TEACHER_FOLDER = re.compile(
     r"^(?P<model>.+)_(?P<dataset>[^_]+)_lr_(?P<lr>[^_]+)_decay_(?P<wd>[^_]+)_trial_(?P<trial>.+)$")
 RUN_FILES = ("config.json", "results.json", "metrics.jsonl", "ckpt_last.pth")

@@ -107,3 +107,21 @@ def test_input_grad_spec_makes_the_images_require_grad():
     objective, _ = _objective(method, spec)
     objective([torch.randn(2, 3, 16, 16), torch.randint(0, 10, (2,))])
     assert seen["grad"].shape == (2, 3, 16, 16) and seen["grad"].abs().sum() > 0
+
+
+def test_method_variants_chosen_by_their_own_flags_get_their_own_run_folders():
+    import argparse
+
+    from helper.naming import student_run_name
+    from helper.runs import STUDENT_FOLDER
+
+    base = dict(model_s="resnet8x4", model_t="resnet32x4", dataset="cifar100", gamma=1, alpha=0.0, beta=1.0, trial="1")
+    name = lambda distill, **flags: student_run_name(argparse.Namespace(distill=distill, **base, **flags))  # noqa: E731
+    assert name("rrd", memory_type="fifo") == "S:resnet8x4_T:resnet32x4_cifar100_rrd_r:1_a:0.0_b:1.0_1"  # RD's form
+    assert name("rrd", memory_type="momentum").endswith("_rrd_r:1_a:0.0_b:1.0_memory_type:momentum_1")
+    assert name("irg", irg_variant="semckd").endswith("_b:1.0_irg_variant:semckd_1")
+    assert name("ofd", ofd_margin="batch") != name("ofd", ofd_margin="bn")
+    assert name("mlkd", delta=20.0).endswith("_b:1.0_d:20.0_1") and name("mlkd", delta=10.0) != name("mlkd", delta=20.0)
+    assert name("kd") == "S:resnet8x4_T:resnet32x4_cifar100_kd_r:1_a:0.0_b:1.0_1"
+    parsed = STUDENT_FOLDER.match(name("rrd", memory_type="momentum")).groupdict()
+    assert (parsed["method"], parsed["b"], parsed["trial"]) == ("rrd", "1.0", "1")
