@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+from collections.abc import Callable
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -31,6 +32,23 @@ def opt_with_dims(ctx: MethodContext) -> argparse.Namespace:
     ``opt`` that RepDistiller-style losses (CRD and its descendants) read; the caller's opt is left alone."""
     dims = {"s_dim": ctx.feat_s[-1].shape[1], "t_dim": ctx.feat_t[-1].shape[1], "n_data": ctx.n_data}
     return argparse.Namespace(**{**vars(ctx.opt), **dims})
+
+
+def imagenet_recipe(opt: argparse.Namespace) -> bool:
+    """Whether a method takes its reference's ImageNet settings rather than its CIFAR ones (mdistiller's DKD and
+    ReviewKD warm-ups and temperatures, DIST's and MLLD's temperatures): a ``--dataset imagenet`` run."""
+    return getattr(opt, "dataset", None) == "imagenet"
+
+
+def given_flags_tag(**defaults: object) -> Callable[[argparse.Namespace], str]:
+    """A ``run_tag`` naming each of the method's flags whose value is not its default (``None``: not given,
+    the setting then coming from the reference's table), so those variants do not share a run folder."""
+
+    def tag(opt: argparse.Namespace) -> str:
+        return "".join(f"_{flag}:{getattr(opt, flag)}" for flag, default in defaults.items()
+                       if getattr(opt, flag, default) != default)
+
+    return tag
 
 
 def standardize(x: Tensor, dim: int, eps: float = 1e-12) -> Tensor:
