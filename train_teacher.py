@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from dataset import DatasetUnavailable, build_data
-from helper.config_file import parse_with_config
 from helper.checkpoint import atomic_save
+from helper.config_file import parse_with_config
 from helper.distributed import DistInfo, rank_zero_first
 from helper.errors import UserError, as_user_errors, run_cli
 from helper.naming import teacher_run_name
