@@ -4,6 +4,8 @@ stop and non-finite verdicts agreed by every rank."""
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from conftest import ROOT, TINY_DATA
 from test_distributed import metrics_of, torchrun
@@ -159,7 +161,7 @@ def _syncs_per_step(tmp_path, monkeypatch, method: str, extra: list[str]) -> lis
     with counter:
         train_epoch(stage.objective, PerStep(), stage.optimizer, rt.grad_scaler(), rt.device, rt.channels_last,
                     EpochTotals(), 0, Progress("", len(loader), 10**9, enabled=False), str, "", StepVerdict(rt.info))
-    return [b - a for a, b in zip(counts, counts[1:])]
+    return [b - a for a, b in itertools.pairwise(counts)]
 
 
 def test_one_host_sync_per_step_for_kd(tmp_path, monkeypatch):

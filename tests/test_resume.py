@@ -1,8 +1,8 @@
 """Runs survive kills and preemption: resumed runs end bit-identical to uninterrupted ones.
 
 Deterministic settings used here: CPU, --precision fp32, a fixed --seed, one intra-op thread
-(OMP_NUM_THREADS=1, set by conftest.run_cli), --num_workers 0 unless a test says otherwise. Under them the resumed run replays
-the same batches, augmentations and updates.
+(OMP_NUM_THREADS=1, set by conftest.run_cli), --num_workers 0 unless a test says otherwise. Under them the
+resumed run replays the same batches, augmentations and updates.
 """
 
 from __future__ import annotations
