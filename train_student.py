@@ -26,6 +26,7 @@ from distiller_zoo.registry import (
 from helper.checkpoint import load_strict, safe_load, state_dict_of
 from helper.config_file import parse_with_config
 from helper.distributed import broadcast_state, gradient_averager, rank_zero_first
+from helper.dot import DELTA, DELTA_IMAGENET, NO_FP16, DistillationOrientedTrainer, dot_momenta
 from helper.engine import validate
 from helper.errors import UserError, as_user_errors, run_cli
 from helper.naming import arch_from_path, student_run_name
@@ -64,6 +65,9 @@ def parse_option(argv: list[str] | None = None) -> tuple[argparse.Namespace, Met
     w.add_argument("-b", "--beta", type=float, default=None, help="weight of the method's own loss")
     m = parser.add_argument_group("method settings (RepDistiller's defaults)")
     m.add_argument("--kd_T", type=float, default=4, help="temperature for KD")
+    m.add_argument("--logit_standardization", action="store_true",
+                   help="z-score each sample's teacher and student logits before the temperature in the KD term "
+                        "and in logit methods (Sun et al. 2024; its KD recipe: --kd_T 2 -a 9)")
     m.add_argument("--init_epochs", type=int, default=30, help="epochs of the init stage (AB, FSP, FT)")
     m.add_argument("--hint_layer", type=int, default=2, help="FitNet: index of the tapped feature")
     m.add_argument("--feat_dim", type=int, default=128, help="embedding size (CRD, CC)")
@@ -71,6 +75,13 @@ def parse_option(argv: list[str] | None = None) -> tuple[argparse.Namespace, Met
     m.add_argument("--nce_k", type=int, default=16384, help="CRD: negatives per sample")
     m.add_argument("--nce_t", type=float, default=0.07, help="CRD: temperature")
     m.add_argument("--nce_m", type=float, default=0.5, help="CRD: memory momentum")
+    o = parser.add_argument_group("optimizer of the distillation stage")
+    o.add_argument("--optimizer", default="sgd", choices=["sgd", "dot"],
+                   help="sgd; dot: mdistiller's distillation-oriented trainer (Zhao et al. 2023), task and "
+                        "distillation gradients in momentum buffers of their own")
+    o.add_argument("--dot_delta", type=float, default=None,
+                   help=f"DOT: task momentum --momentum minus this, distillation momentum plus it (default "
+                        f"{DELTA}, {DELTA_IMAGENET} on ImageNet, as mdistiller)")
     add_method_args(parser)
     add_training_args(parser)
     opt = parse_with_config(parser, argv)
@@ -110,9 +121,26 @@ def parse_option(argv: list[str] | None = None) -> tuple[argparse.Namespace, Met
         parser.error(f"--init_epochs must not be negative, got {opt.init_epochs}")
     if not 0 <= opt.nce_m <= 1:
         parser.error(f"--nce_m must be in [0, 1], got {opt.nce_m}")
+    validate_optimizer(opt, parser)
     opt.model_path = "./save/student_model"
     opt.tb_path = "./save/student_tensorboards"
     return opt, spec
+
+
+def validate_optimizer(opt: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """DOT's delta (mdistiller's per data set when not given), in one line each when it cannot train."""
+    if opt.optimizer != "dot":
+        if opt.dot_delta is not None:
+            parser.error("--dot_delta sets --optimizer dot's momenta; add --optimizer dot or leave it out")
+        return
+    if opt.dot_delta is None:
+        opt.dot_delta = DELTA_IMAGENET if opt.dataset == "imagenet" else DELTA
+    if not 0 <= opt.dot_delta <= opt.momentum:
+        parser.error(f"--dot_delta must be in [0, --momentum {opt.momentum}], got {opt.dot_delta}")
+    if opt.nesterov:
+        parser.error("--optimizer dot has no Nesterov form (mdistiller's has none): leave --nesterov out")
+    if opt.precision == "fp16":  # early; --precision auto is checked once resolved (main_optimizer)
+        parser.error(NO_FP16)
 
 
 def teacher_arch(opt: argparse.Namespace, checkpoint: dict) -> str:
@@ -166,6 +194,18 @@ def place_networks(opt: argparse.Namespace, spec: MethodSpec, teacher: torch.nn.
     return freeze_teacher(teacher, rt, spec.preact, opt.fold_teacher_bn), place_model(student, rt), method.to(rt.device)
 
 
+def main_optimizer(opt: argparse.Namespace, params: list[torch.nn.Parameter], rt: Runtime) -> torch.optim.Optimizer:
+    """SGD, or DOT with --optimizer dot (the engine then takes the task and distillation gradients apart)."""
+    if opt.optimizer == "dot":
+        if rt.precision == "fp16":
+            raise UserError(NO_FP16)
+        task, distill = dot_momenta(opt.momentum, opt.dot_delta)
+        return DistillationOrientedTrainer(params, lr=opt.learning_rate, momentum=task, momentum_kd=distill,
+                                           weight_decay=opt.weight_decay)
+    return torch.optim.SGD(params, lr=opt.learning_rate, momentum=opt.momentum, weight_decay=opt.weight_decay,
+                           nesterov=opt.nesterov)
+
+
 def make_stages(opt, spec: MethodSpec, student, train_student, teacher, method, rt: Runtime) -> list[Stage]:
     """The init stage when the method has one, then distillation."""
     stages = []
@@ -180,10 +220,10 @@ def make_stages(opt, spec: MethodSpec, student, train_student, teacher, method, 
     # One SGD for the student and the method's parameters (a peer's too): SGD updates each parameter from
     # its own gradient and momentum alone, so this is the same as one optimizer per network (KD-Zoo's DML).
     params = itertools.chain(student.parameters(), method.main_parameters())
-    optimizer = torch.optim.SGD(params, lr=opt.learning_rate, momentum=opt.momentum, weight_decay=opt.weight_decay,
-                                nesterov=opt.nesterov)
+    optimizer = main_optimizer(opt, list(params), rt)
     weights = Weights(opt.gamma, opt.alpha, opt.beta)
-    objective = DistillObjective(train_student, teacher, method, spec, weights, opt.kd_T, rt.autocast)
+    objective = DistillObjective(train_student, teacher, method, spec, weights, opt.kd_T, rt.autocast,
+                                 opt.logit_standardization)
     stages.append(Stage("main", opt.epochs, objective, optimizer, partial(lr_at_epoch, opt=opt), evaluate=True))
     return stages
 

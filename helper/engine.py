@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from helper.distributed import DistInfo, all_reduce_sum
+from helper.dot import DistillationOrientedTrainer, task_and_distill_step
 from helper.errors import NonFiniteLoss
 from helper.runlog import Progress
 from helper.util import accuracy
@@ -98,12 +99,32 @@ def read_step(terms: dict[str, Tensor], total: Tensor, correct: Tensor, where: s
     return total_value, term_values, correct_value
 
 
+def gradient_step(objective, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, info: DistInfo,
+                  after_backward: Callable[[], None] | None) -> Callable[[dict[str, Tensor], Tensor], None]:
+    """How a step's losses become an update, the one place every method goes through: one backward of the
+    weighted total and the (loss-scaled) optimizer step, or with DOT the task and distillation terms'
+    gradients taken apart (see :mod:`helper.dot`)."""
+    if isinstance(optimizer, DistillationOrientedTrainer):
+        return task_and_distill_step(objective, optimizer, info, after_backward)
+
+    def step(terms: dict[str, Tensor], total: Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        if after_backward is not None:
+            after_backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return step
+
+
 def train_epoch(objective, loader: Iterable, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                 device: torch.device, channels_last: bool, totals: EpochTotals, first_step: int,
                 progress: Progress, where: Callable[[int], str], method_label: str,
                 verdict: StepVerdict, after_backward: Callable[[], None] | None = None) -> int:
     """Train until the loader ends or a stop is agreed; returns the next step's index."""
     objective.train_mode()
+    apply_gradients = gradient_step(objective, optimizer, scaler, verdict.info, after_backward)
     step = first_step
     for batch in loader:
         batch = to_device(batch, device, channels_last)
@@ -117,12 +138,7 @@ def train_epoch(objective, loader: Iterable, optimizer: torch.optim.Optimizer, s
         logits, terms, total = result
         correct = logits.detach().argmax(1).eq(batch[1]).sum()
         total_value, values, correct_value = read_step(terms, total, correct, where(step), verdict, method_label)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(total).backward()
-        if after_backward is not None:
-            after_backward()
-        scaler.step(optimizer)
-        scaler.update()
+        apply_gradients(terms, total)
         totals.add(batch[1].shape[0], correct_value, total_value, dict(zip(terms, values, strict=True)))
         progress.update(step, totals.loss / totals.samples, 100.0 * totals.correct / totals.samples)
         step += 1

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from distiller_zoo.KD import DistillKL
 from distiller_zoo.registry import DistillBatch, DistillMethod, InitStage, MethodSpec, Networks, Weights
+from helper.errors import UserError
 from helper.teacher import FrozenTeacher
 
 Autocast = Callable[[], AbstractContextManager]
@@ -89,18 +90,19 @@ class DistillObjective(_Schedule):
     """``-r`` CE + ``-a`` KD + ``-b`` the method's term, as RepDistiller's ``train_distill``.
 
     The method may reshape the batch first, skip it (the step then returns None), replace the
-    terms and add its own (see :class:`DistillMethod`).
+    terms and add its own (see :class:`DistillMethod`). ``logit_standardization`` z-scores the logits
+    inside the KD criterion (``--logit_standardization``).
     """
 
     term_names = ("cls", "div", "kd")
 
     def __init__(self, student: nn.Module, teacher: FrozenTeacher, method: DistillMethod, spec: MethodSpec,
-                 weights: Weights, kd_T: float, autocast: Autocast):
+                 weights: Weights, kd_T: float, autocast: Autocast, logit_standardization: bool = False):
         self.student, self.teacher, self.method, self.spec = student, teacher, method, spec
         self.weights = {"cls": weights.gamma, "div": weights.alpha, "kd": weights.beta, **method.extra_weights}
         self.autocast = autocast
         self.criterion_cls = nn.CrossEntropyLoss()
-        self.criterion_div = DistillKL(kd_T)
+        self.criterion_div = DistillKL(kd_T, standardize=logit_standardization)
         self.nets = Networks(getattr(student, "module", student), teacher, autocast)
 
     def train_mode(self) -> None:
@@ -117,6 +119,17 @@ class DistillObjective(_Schedule):
         logits, terms = self.method.loss_terms(distill_batch, self.criterion_cls, self.criterion_div)
         total = sum(self.weights[name] * value for name, value in terms.items())
         return logits, terms, total
+
+    def task_and_distill(self, terms: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The weighted total in DOT's two parts: the task terms (the CE 'cls', and a trained peer's own
+        '<name>_cls') and the distillation terms (every other), as mdistiller's loss_ce and loss_kd."""
+        is_task = {name: name == "cls" or name.endswith("_cls") for name in terms}
+        if all(is_task.values()) or not any(is_task.values()):
+            raise UserError("--optimizer dot needs a task (cross-entropy) term and distillation terms apart, "
+                            f"and this method's terms are {', '.join(terms)}")
+        task = sum(self.weights[name] * value for name, value in terms.items() if is_task[name])
+        distill = sum(self.weights[name] * value for name, value in terms.items() if not is_task[name])
+        return task, distill
 
 
 class InitObjective(_Schedule):
