@@ -6,9 +6,12 @@ import argparse
 import re
 from pathlib import Path
 
-from distiller_zoo.registry import run_tag
+from distiller_zoo.registry import flag_tag, run_tag
 
 _STUDENT_FOLDER = re.compile(r"^S[:~](.+?)_T[:~]")
+
+# Options of every method that change what a run trains, named in its folder when not at their default.
+_OPTION_TAGS = (flag_tag("optimizer", "sgd"), flag_tag("logit_standardization", False, label="ls"))
 
 
 def teacher_run_name(opt: argparse.Namespace) -> str:
@@ -17,10 +20,12 @@ def teacher_run_name(opt: argparse.Namespace) -> str:
 
 def student_run_name(opt: argparse.Namespace) -> str:
     """RepDistiller's ``S:<s>_T:<t>_<data>_<method>_r:_a:_b:_<trial>``; a method variant chosen by the
-    method's own flags adds its tag before the trial (``..._b:1.0_memory_type:momentum_1``)."""
+    method's own flags, and DOT or logit standardisation, add their tags before the trial
+    (``..._b:1.0_memory_type:momentum_1``, ``..._b:0.0_optimizer:dot_ls:True_1``)."""
+    tags = run_tag(opt) + "".join(tag(opt) for tag in _OPTION_TAGS)
     return (
         f"S:{opt.model_s}_T:{opt.model_t}_{opt.dataset}_{opt.distill}"
-        f"_r:{opt.gamma}_a:{opt.alpha}_b:{opt.beta}{run_tag(opt)}_{opt.trial}"
+        f"_r:{opt.gamma}_a:{opt.alpha}_b:{opt.beta}{tags}_{opt.trial}"
     )
 
 

@@ -123,5 +123,7 @@ def test_method_variants_chosen_by_their_own_flags_get_their_own_run_folders():
     assert name("ofd", ofd_margin="batch") != name("ofd", ofd_margin="bn")
     assert name("mlkd", delta=20.0).endswith("_b:1.0_d:20.0_1") and name("mlkd", delta=10.0) != name("mlkd", delta=20.0)
     assert name("kd") == "S:resnet8x4_T:resnet32x4_cifar100_kd_r:1_a:0.0_b:1.0_1"
+    assert name("kd", optimizer="sgd", logit_standardization=False) == name("kd")
+    assert name("kd", optimizer="dot", logit_standardization=True).endswith("_b:1.0_optimizer:dot_ls:True_1")
     parsed = STUDENT_FOLDER.match(name("rrd", memory_type="momentum")).groupdict()
     assert (parsed["method"], parsed["b"], parsed["trial"]) == ("rrd", "1.0", "1")
