@@ -215,8 +215,11 @@ def make_stages(opt, spec: MethodSpec, student, train_student, teacher, method, 
         params = [p for module in modules for p in module.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=init.lr, momentum=opt.momentum, weight_decay=opt.weight_decay,
                                     nesterov=opt.nesterov)
-        objective = InitObjective(train_student, teacher, spec, init, rt.autocast)
-        stages.append(Stage("init", opt.init_epochs, objective, optimizer, lambda epoch: init.lr, evaluate=False))
+        # The init stage trains the unwrapped student (its classifier is unused there, which DDP would need
+        # find_unused_parameters for, on every later step too); its trunk is averaged with the modules.
+        objective = InitObjective(student, teacher, spec, init, rt.autocast)
+        stages.append(Stage("init", opt.init_epochs, objective, optimizer, lambda epoch: init.lr, evaluate=False,
+                            after_backward=gradient_averager(params, rt.info)))
     # One SGD for the student and the method's parameters (a peer's too): SGD updates each parameter from
     # its own gradient and momentum alone, so this is the same as one optimizer per network (KD-Zoo's DML).
     params = itertools.chain(student.parameters(), method.main_parameters())
@@ -224,7 +227,8 @@ def make_stages(opt, spec: MethodSpec, student, train_student, teacher, method, 
     weights = Weights(opt.gamma, opt.alpha, opt.beta)
     objective = DistillObjective(train_student, teacher, method, spec, weights, opt.kd_T, rt.autocast,
                                  opt.logit_standardization)
-    stages.append(Stage("main", opt.epochs, objective, optimizer, partial(lr_at_epoch, opt=opt), evaluate=True))
+    stages.append(Stage("main", opt.epochs, objective, optimizer, partial(lr_at_epoch, opt=opt), evaluate=True,
+                        after_backward=gradient_averager(list(method.main_parameters()), rt.info)))
     return stages
 
 
@@ -258,14 +262,11 @@ def main(argv: list[str] | None = None) -> None:
     save_run_config(opt, rt, out.folder, resumed=resume is not None,
                     teacher={"arch": opt.model_t, "test_acc": teacher_acc})
 
-    has_init = method.init_stage(student) is not None
-    train_student = wrap_ddp(student, rt, opt.sync_bn, find_unused=has_init)
+    train_student = wrap_ddp(student, rt, opt.sync_bn)
     stages = make_stages(opt, spec, student, train_student, teacher, method, rt)
-    method_params = [p for p in method.parameters() if p.requires_grad]
     Trainer(opt=opt, out=out, model=student, extra_state=method, stages=stages, train_loader=train_loader,
             val_loader=val_loader, eval_model=method.eval_model(student), rt=rt, scaler=rt.grad_scaler(),
-            method_label=f" ({spec.name})", after_backward=gradient_averager(method_params, rt.info),
-            peers=method.peer_networks()).fit(resume)
+            method_label=f" ({spec.name})", peers=method.peer_networks()).fit(resume)
 
 
 if __name__ == "__main__":

@@ -181,11 +181,11 @@ class ModelDDP(DistributedDataParallel):
             return getattr(self.module, name)
 
 
-def wrap_ddp(model: nn.Module, rt: Runtime, sync_bn: bool, find_unused: bool = False) -> nn.Module:
+def wrap_ddp(model: nn.Module, rt: Runtime, sync_bn: bool) -> nn.Module:
     """DistributedDataParallel under torchrun (optionally with SyncBatchNorm); the model itself otherwise."""
     if not rt.info.enabled or not any(p.requires_grad for p in model.parameters()):
         return model
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     device_ids = [rt.device.index] if rt.device.type == "cuda" else None
-    return ModelDDP(model, device_ids=device_ids, find_unused_parameters=find_unused)
+    return ModelDDP(model, device_ids=device_ids)

@@ -41,6 +41,9 @@ class Stage:
     optimizer: torch.optim.Optimizer
     lr_for_epoch: Callable[[int], float]
     evaluate: bool
+    #: after each backward: averages, under DDP, the gradients of what this stage trains outside
+    #: DistributedDataParallel (a method's modules; an init stage's student trunk)
+    after_backward: Callable[[], None] | None = None
 
 
 @dataclass
@@ -131,13 +134,12 @@ class Trainer:
     def __init__(self, *, opt: argparse.Namespace, out: RunOutputs, model: nn.Module, extra_state: nn.Module | None,
                  stages: list[Stage], train_loader, val_loader: Iterable, eval_model: nn.Module, rt: Runtime,
                  scaler: torch.amp.GradScaler, method_label: str = "",
-                 after_backward: Callable[[], None] | None = None, peers: Iterable[PeerNetwork] = ()):
+                 peers: Iterable[PeerNetwork] = ()):
         self.opt, self.out, self.model, self.extra_state = opt, out, model, extra_state
         self.stages, self.train_loader, self.val_loader = stages, train_loader, val_loader
         self.eval_model = eval_model
         self.device, self.channels_last, self.autocast = rt.device, rt.channels_last, rt.autocast
         self.scaler, self.info, self.method_label = scaler, rt.info, method_label
-        self.after_backward = after_backward
         self.best_acc = 0.0
         self.last_acc = 0.0
         self.peers = list(peers)  # networks a method trains beside the model (DML): evaluated and saved too
@@ -193,6 +195,14 @@ class Trainer:
         elif self.info.is_main:
             restore_rng(state["rng"], self.device)
 
+    def _clear_gradients(self) -> None:
+        """No gradient left from an earlier stage (an init stage's paraphraser or connector): a stage's
+        averaging and optimizer then only see what this stage computes."""
+        for module in (self.model, self.extra_state):
+            if module is not None:
+                for parameter in module.parameters():
+                    parameter.grad = None
+
     def _save_model_file(self, name: str, payload: dict, optimizer: torch.optim.Optimizer) -> None:
         """RepDistiller's best/periodic/last files (plus 'arch', which its loaders ignore, and the method's
         ``model_file_extras()``: what the student needs to be evaluated alone, e.g. SimKD's head)."""
@@ -223,6 +233,7 @@ class Trainer:
         try:
             for index in range(start_index, len(self.stages)):
                 stage = self.stages[index]
+                self._clear_gradients()
                 first_epoch, first_step = 1, 0
                 if index == start_index and resume_from is not None:
                     if position.step is None:
@@ -253,7 +264,7 @@ class Trainer:
         step = train_epoch(
             stage.objective, self.train_loader, stage.optimizer, self.scaler, self.device, self.channels_last,
             totals, first_step, progress, lambda s: f"{stage.name} epoch {epoch}, step {s}",
-            self.method_label, self.stop, self.after_backward,
+            self.method_label, self.stop, stage.after_backward,
         )
         compile_time = compile_clock.seconds - compiled  # --compile: reported apart, not in the epoch's time
         epoch_time = time.time() - time1 - compile_time

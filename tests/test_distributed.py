@@ -160,6 +160,44 @@ def test_two_processes_match_one_process_and_only_rank_0_writes(tmp_path):
             assert row_two[key] == pytest.approx(row_one[key], rel=1e-4, abs=1e-5), key
 
 
+# On rank 1 only: its student's final parameters, saved where the test can compare them with rank 0's.
+RANK1_WEIGHTS = """
+import os
+if os.environ.get("RANK") == "1":
+    import torch
+    from helper import trainer
+    _finish = trainer.Trainer._finish
+
+    def _save_then_finish(self):
+        torch.save({{k: v for k, v in self.model.named_parameters()}}, {path!r})
+        _finish(self)
+
+    trainer.Trainer._finish = _save_then_finish
+"""
+
+
+def test_init_stage_trunk_gradients_are_averaged_across_ranks(tmp_path):
+    """AB: its init stage trains the connectors and the student's trunk outside DDP (whose classifier the
+    stage leaves unused), averaging their gradients by hand; the main stage then runs DDP without
+    find_unused_parameters. The ranks see different images, so unless every gradient of both stages is
+    averaged their students part ways: rank 1's final parameters must equal rank 0's saved ones."""
+    data = image_folder(tmp_path / "data", {"train": 8, "val": 4},
+                        colour=lambda cls, i: (30 * i, 200 * cls, 255 - 25 * i))
+    teacher = write_teacher(tmp_path / "teacher", "resnet20", num_classes=2)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    rank1 = tmp_path / "rank1.pth"
+    (hooks / "sitecustomize.py").write_text(RANK1_WEIGHTS.format(path=str(rank1)))
+    torchrun(str(ROOT / "train_student.py"), [
+        "--dataset", "imagenet", "--image_size", "32", "--data_folder", str(data), *CPU_RUN, "--path_t", str(teacher),
+        "--model_s", "resnet8", "--distill", "abound", "--init_epochs", "2", "--epochs", "1", "--batch_size", "4"],
+        tmp_path, (str(hooks),))
+    rank0, other = weights_of(tmp_path, "resnet8"), torch.load(rank1, weights_only=True)
+    assert other.keys() <= rank0.keys() and other
+    for key, value in other.items():
+        torch.testing.assert_close(value, rank0[key], rtol=1e-6, atol=1e-6, msg=key)
+
+
 def test_imagenet_path_under_torchrun(tmp_path):
     """--dataset imagenet at 224 px (RandomResizedCrop / Resize+CenterCrop) on a tiny ImageFolder, a
     ResNet34-format teacher file, ResNet18 student, CRD (the memory gathers across ranks): one step."""
