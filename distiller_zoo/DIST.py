@@ -16,6 +16,7 @@ import argparse
 from torch import Tensor, nn
 
 from distiller_zoo._common import given_flags_tag, imagenet_recipe
+from distiller_zoo.logit_std import standardized_if, wants_standardization
 from distiller_zoo.registry import DistillBatch, DistillMethod, MethodContext, MethodSpec, Weights, register
 
 __all__ = ["DIST", "cosine_similarity", "inter_class_relation", "intra_class_relation", "pearson_correlation"]
@@ -61,12 +62,13 @@ class DIST(nn.Module):
 class DISTMethod(DistillMethod):
     """The method term is :class:`DIST` on the logits; ``-b`` is the official ``kd_loss_weight`` (2)."""
 
-    def __init__(self, beta: float, gamma: float, tau: float):
+    def __init__(self, beta: float, gamma: float, tau: float, standardize: bool = False):
         super().__init__()
         self.criterion = DIST(beta=beta, gamma=gamma, tau=tau)
+        self.standardize = standardize  # --logit_standardization: z-scored logits before the temperature
 
     def forward(self, batch: DistillBatch) -> Tensor:
-        return self.criterion(batch.logit_s, batch.logit_t.detach())
+        return self.criterion(*standardized_if(self.standardize, batch.logit_s, batch.logit_t.detach()))
 
 
 def add_args(group: argparse._ArgumentGroup) -> None:
@@ -85,7 +87,7 @@ def build(ctx: MethodContext) -> DISTMethod:
     if opt.dist_beta < 0 or opt.dist_gamma < 0:
         raise ValueError(f"--dist_beta and --dist_gamma must not be negative, got {opt.dist_beta} and "
                          f"{opt.dist_gamma}")
-    return DISTMethod(opt.dist_beta, opt.dist_gamma, tau)
+    return DISTMethod(opt.dist_beta, opt.dist_gamma, tau, wants_standardization(opt))
 
 
 register(

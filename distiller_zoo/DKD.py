@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distiller_zoo._common import given_flags_tag, imagenet_recipe
+from distiller_zoo.logit_std import standardized_if, wants_standardization
 from distiller_zoo.registry import DistillBatch, DistillMethod, MethodContext, MethodSpec, Weights, register
 
 __all__ = ["DKD", "DKDConfig", "DKD_CONFIGS", "dkd_config", "dkd_loss"]
@@ -98,14 +99,16 @@ class DKD(DistillMethod):
     here, so ``-b`` stays 1. ``epoch`` is the 1-based epoch of the main stage, as mdistiller's.
     """
 
-    def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0, warmup: int = 20):
+    def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0, warmup: int = 20,
+                 standardize: bool = False):
         super().__init__()
         self.alpha, self.beta, self.temperature, self.warmup = alpha, beta, temperature, warmup
+        self.standardize = standardize  # --logit_standardization: z-scored logits before the temperature
 
     def forward(self, batch: DistillBatch) -> Tensor:
         ramp = min(batch.epoch / self.warmup, 1.0) if self.warmup > 0 else 1.0
-        return ramp * dkd_loss(batch.logit_s, batch.logit_t.detach(), batch.target, self.alpha, self.beta,
-                               self.temperature)
+        z_s, z_t = standardized_if(self.standardize, batch.logit_s, batch.logit_t.detach())
+        return ramp * dkd_loss(z_s, z_t, batch.target, self.alpha, self.beta, self.temperature)
 
 
 def add_args(group: argparse._ArgumentGroup) -> None:
@@ -137,7 +140,7 @@ def build(ctx: MethodContext) -> DKD:
         raise ValueError(f"--dkd_T must be positive, got {config.T}")
     if config.warmup < 0:
         raise ValueError(f"--dkd_warmup must not be negative, got {config.warmup}")
-    return DKD(config.alpha, config.beta, config.T, config.warmup)
+    return DKD(config.alpha, config.beta, config.T, config.warmup, wants_standardization(ctx.opt))
 
 
 register(

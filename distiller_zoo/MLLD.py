@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from dataset.strong_views import weak_and_strong
 from distiller_zoo._common import given_flags_tag, imagenet_recipe
+from distiller_zoo.logit_std import standardized_if, wants_standardization
 from distiller_zoo.registry import DistillBatch, DistillMethod, LossFn, MethodContext, MethodSpec, Weights, register
 
 __all__ = ["MLLD", "MLLDLoss", "bc_loss", "cc_loss", "kd_loss"]
@@ -107,9 +108,11 @@ class MLLD(DistillMethod):
     (``-b``). The training accuracy is the weak view's, as the official trainer reports.
     """
 
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], temperature: float = CIFAR_T):
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], temperature: float = CIFAR_T,
+                 standardize: bool = False):
         super().__init__()
         self.criterion = MLLDLoss(temperature)
+        self.standardize = standardize  # --logit_standardization: every logit z-scored before the temperatures
         # moved to the device with the method, not saved with it
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)
@@ -126,16 +129,18 @@ class MLLD(DistillMethod):
         strong, self._strong = self._strong, None
         return batch.nets.student(strong), batch.nets.teacher(strong)
 
+    def mlld_loss(self, s_weak: Tensor, t_weak: Tensor, s_strong: Tensor, t_strong: Tensor) -> Tensor:
+        return self.criterion(*standardized_if(self.standardize, s_weak, t_weak, s_strong, t_strong))
+
     def forward(self, batch: DistillBatch) -> Tensor:
-        s_strong, t_strong = self.strong_logits(batch)
-        return self.criterion(batch.logit_s, batch.logit_t, s_strong, t_strong)
+        return self.mlld_loss(batch.logit_s, batch.logit_t, *self.strong_logits(batch))
 
     def loss_terms(self, batch: DistillBatch, ce: LossFn, kd: LossFn) -> tuple[Tensor, dict[str, Tensor]]:
         s_strong, t_strong = self.strong_logits(batch)
         return batch.logit_s, {
             "cls": ce(batch.logit_s, batch.target) + ce(s_strong, batch.target),
             "div": kd(batch.logit_s, batch.logit_t),
-            "kd": self.criterion(batch.logit_s, batch.logit_t, s_strong, t_strong),
+            "kd": self.mlld_loss(batch.logit_s, batch.logit_t, s_strong, t_strong),
         }
 
 
@@ -150,7 +155,7 @@ def build(ctx: MethodContext) -> MLLD:
     temperature = opt.mlld_T if opt.mlld_T is not None else (IMAGENET_T if imagenet_recipe(opt) else CIFAR_T)
     if temperature <= 0:
         raise ValueError(f"--mlld_T must be positive, got {temperature}")
-    return MLLD(ctx.mean, ctx.std, temperature)
+    return MLLD(ctx.mean, ctx.std, temperature, wants_standardization(opt))
 
 
 register(

@@ -20,3 +20,13 @@ def logit_standardize(logits: Tensor, eps: float = EPS) -> Tensor:
     reference; in float32 whatever the input."""
     z = logits.float()
     return (z - z.mean(dim=-1, keepdim=True)) / (z.std(dim=-1, keepdim=True) + eps)
+
+
+def standardized_if(on: bool, *logits: Tensor) -> tuple[Tensor, ...]:
+    """The logits z-scored when ``on`` (a method built with ``--logit_standardization``), else as they are:
+    how DKD, DIST and MLLD apply the option before their own temperatures."""
+    return tuple(logit_standardize(z) for z in logits) if on else logits
+
+
+def wants_standardization(opt) -> bool:
+    return bool(getattr(opt, "logit_standardization", False))

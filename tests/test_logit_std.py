@@ -102,3 +102,28 @@ def test_end_to_end(run_student, tmp_path):
     check_e2e(run_student, tmp_path, "kd", "--logit_standardization", "-r", "0.1", "-a", "9", "--kd_T", "2")
     (config,) = (tmp_path / "save").rglob("config.json")
     assert json.loads(config.read_text())["options"]["logit_standardization"] is True
+
+
+@pytest.mark.parametrize("name", ["dkd", "dist"])
+def test_logit_methods_read_the_flag_and_become_scale_and_shift_invariant(name):
+    """With the flag, DKD's and DIST's terms see z-scored logits: rescaling and shifting each student row
+    leaves them unchanged (without it, they change)."""
+    from distiller_zoo.registry import DistillBatch
+
+    student, teacher = nets()
+    on = build_method(name, student, teacher, logit_standardization=True)
+    off = build_method(name, student, teacher, logit_standardization=False)
+    torch.manual_seed(0)
+    z_s, z_t, y = torch.randn(6, 10), torch.randn(6, 10), torch.randint(0, 10, (6,))
+    scale, shift = torch.rand(6, 1) * 3 + 0.5, torch.randn(6, 1) * 5
+    batch = lambda s, t=z_t: DistillBatch([], [], s, t, y, epoch=100, epochs=100)  # noqa: E731
+    assert on(batch(z_s)).item() == pytest.approx(on(batch(z_s * scale + shift)).item(), rel=1e-4)
+    by_hand = off(batch(logit_standardize(z_s), logit_standardize(z_t))).item()
+    assert on(batch(z_s)).item() == pytest.approx(by_hand, rel=1e-5)
+    assert off(batch(z_s)).item() != pytest.approx(off(batch(z_s * scale + shift)).item(), rel=1e-3)
+
+
+def test_mlld_reads_the_flag():
+    student, teacher = nets()
+    assert build_method("mlld", student, teacher, logit_standardization=True).standardize
+    assert not build_method("mlld", student, teacher).standardize
