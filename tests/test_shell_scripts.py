@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from distiller_zoo.registry import method_names
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 ALL_SCRIPTS = sorted(p.relative_to(ROOT).as_posix() for p in SCRIPTS.glob("*.sh")) + [".ci/run"]
@@ -153,8 +155,14 @@ def test_run_cifar_distill_issues_repdistillers_commands(tree, how):
     rd = rd_distill_calls(EXTRA)
     assert calls[:len(rd)] == rd
     for call in calls[len(rd):]:  # lines appended after RD's: the same teacher, student and trial
-        assert call[:3] == rd[0][:3] and call[-len(EXTRA):] == EXTRA
+        if call[call.index("--distill") + 1] == "dml":  # DML trains its resnet32x4 peer instead of loading it
+            assert "--path_t" not in call and call[call.index("--model_t") + 1] == "resnet32x4"
+        else:
+            assert call[:4] == rd[0][:4]
+        assert call[-len(EXTRA):] == EXTRA
         assert call[call.index("--model_s") + 1] == "resnet8x4" and call[call.index("--trial") + 1] == "1"
+    distilled = {call[call.index("--distill") + 1] for call in calls}
+    assert distilled >= set(method_names()) - {"hkd"}  # every method (HKD's two passes: run_cifar_hkd.sh)
 
 
 @pytest.mark.parametrize("how", HOW)
@@ -284,3 +292,16 @@ def test_test_sh_stops_at_a_failing_step(tree, how, failing, last):
     proc, calls = run(how, tree, "scripts/test.sh", STANDIN_FAIL=failing)
     assert proc.returncode != 0
     assert calls[-1][0] == last and failing in calls[-1] and "pytest" not in calls[-1]
+
+
+def test_run_cifar_distill_lines_parse_and_write_distinct_run_folders():
+    """Every line is a valid train_student.py command line, and no two runs share a run folder."""
+    import train_student
+    from helper.naming import student_run_name
+
+    folders = []
+    for call in script_lines("scripts/run_cifar_distill.sh", []):
+        opt, _ = train_student.parse_option(call[2:])
+        opt.model_t = opt.model_t or "resnet32x4"  # as read from the teacher's folder
+        folders.append(student_run_name(opt))
+    assert len(set(folders)) == len(folders), sorted(f for f in folders if folders.count(f) > 1)
