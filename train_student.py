@@ -29,6 +29,7 @@ from helper.distributed import broadcast_state, gradient_averager, rank_zero_fir
 from helper.dot import DELTA, DELTA_IMAGENET, NO_FP16, DistillationOrientedTrainer, dot_momenta
 from helper.engine import validate
 from helper.errors import UserError, as_user_errors, run_cli
+from helper.launcher import add_launcher_args, launch, take_process_share
 from helper.naming import arch_from_path, student_run_name
 from helper.objectives import DistillObjective, InitObjective
 from helper.options import OneLineParser, add_training_args, validate_training_args
@@ -84,6 +85,7 @@ def parse_option(argv: list[str] | None = None) -> tuple[argparse.Namespace, Met
                         f"{DELTA}, {DELTA_IMAGENET} on ImageNet, as mdistiller)")
     add_method_args(parser)
     add_training_args(parser)
+    add_launcher_args(parser)
     opt = parse_with_config(parser, argv)
 
     try:
@@ -234,6 +236,9 @@ def make_stages(opt, spec: MethodSpec, student, train_student, teacher, method, 
 
 def main(argv: list[str] | None = None) -> None:
     opt, spec = parse_option(argv)
+    if launch(opt, main, argv):  # --multiprocessing_distributed: its processes have run main
+        return
+    share = take_process_share(opt)
     rt = setup_runtime(opt)
     with as_user_errors(ValueError, DatasetUnavailable), rank_zero_first(rt.info):
         bundle = build_data(opt)
@@ -259,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     if resume is None and not spec.trains_peer:  # every rank: validate reduces each rank's shard
         teacher_acc = validate(teacher, val_loader, rt.device, rt.channels_last, rt.autocast, rt.info)["test_acc"]
         print(f"teacher accuracy: {teacher_acc:.2f}")
-    save_run_config(opt, rt, out.folder, resumed=resume is not None,
+    save_run_config(share.recorded(opt), rt, out.folder, resumed=resume is not None,
                     teacher={"arch": opt.model_t, "test_acc": teacher_acc})
 
     train_student = wrap_ddp(student, rt, opt.sync_bn)

@@ -16,6 +16,7 @@ from helper.checkpoint import atomic_save
 from helper.config_file import parse_with_config
 from helper.distributed import DistInfo, rank_zero_first
 from helper.errors import UserError, as_user_errors, run_cli
+from helper.launcher import add_launcher_args, launch, take_process_share
 from helper.naming import teacher_run_name
 from helper.objectives import SupervisedObjective
 from helper.options import OneLineParser, add_training_args, validate_training_args
@@ -34,6 +35,7 @@ def parse_option(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also write the freshly initialised model here ({'model': state_dict, 'arch'}), "
                              "for students that start from the same weights (train_student.py --init_s)")
     add_training_args(parser)
+    add_launcher_args(parser)
     opt = parse_with_config(parser, argv)
     if opt.model not in model_dict:
         parser.error(f"unknown --model '{opt.model}'; choose one of: {', '.join(model_dict)}")
@@ -59,13 +61,16 @@ def save_init(model: torch.nn.Module, opt: argparse.Namespace, info: DistInfo) -
 
 def main(argv: list[str] | None = None) -> None:
     opt = parse_option(argv)
+    if launch(opt, main, argv):  # --multiprocessing_distributed: its processes have run main
+        return
+    share = take_process_share(opt)
     rt = setup_runtime(opt)
     with as_user_errors(ValueError, DatasetUnavailable), rank_zero_first(rt.info):
         bundle = build_data(opt)
         model = build_model(opt.model, bundle.num_classes)
     out = RunOutputs(Path(opt.save_folder), Path(opt.tb_folder), opt.model, save_optimizer=True)
     resume = prepare_outputs(out, opt, rt.info)
-    save_run_config(opt, rt, out.folder, resumed=resume is not None)
+    save_run_config(share.recorded(opt), rt, out.folder, resumed=resume is not None)
     if opt.save_init is not None and resume is None:
         save_init(model, opt, rt.info)
     train_loader = build_train_loader(opt, bundle, "plain", rt)

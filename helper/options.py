@@ -8,6 +8,7 @@ import sys
 from typing import NoReturn
 
 from dataset import add_data_args
+from dataset.dali import INSTALL_HINT, dali_installed
 from helper.errors import EXIT_USAGE
 
 # RepDistiller trains these students at lr 0.01 instead of 0.05.
@@ -15,11 +16,31 @@ LOW_LR_MODELS = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag in one line instead of usage plus error."""
+    """argparse that reports a bad flag in one line instead of usage plus error, and takes every long flag
+    with '-' or '_' between its words (SemCKD spells --path-t and --print-freq), listing one in --help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("epilog", "Every --flag_name is also accepted as --flag-name (SemCKD's spelling).")
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        cut = args.index("--") if "--" in args else len(args)  # what follows '--' is not a flag
+        args = [self._registered_spelling(arg) for arg in args[:cut]] + args[cut:]
+        return super().parse_known_args(args, namespace)
+
+    def _registered_spelling(self, arg: str) -> str:
+        """``--print-freq`` (or ``--print-freq=5``) as the flag is registered, ``--print_freq``; anything else as is."""
+        flag, equals, value = arg.partition("=")
+        if not flag.startswith("--") or flag in self._option_string_actions:
+            return arg
+        wanted = flag.replace("-", "_")
+        matches = [known for known in self._option_string_actions if known.replace("-", "_") == wanted]
+        return matches[0] + equals + value if len(matches) == 1 else arg
 
 
 def _decay_epochs(text: str) -> list[int]:
@@ -38,7 +59,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("schedule (RepDistiller's defaults)")
     g.add_argument("--print_freq", type=int, default=100, help="print every N steps (when not on a terminal)")
     g.add_argument("--save_freq", type=int, default=40, help="save ckpt_epoch_N.pth every N epochs")
-    g.add_argument("--batch_size", type=int, default=64, help="per-process batch size")
+    g.add_argument("--batch_size", type=int, default=64,
+                   help="per-process batch size (train_student/train_teacher under --multiprocessing_distributed: "
+                        "the node's, split over its processes, as SemCKD)")
     g.add_argument("--epochs", type=int, default=240)
     g.add_argument("--learning_rate", type=float, default=None,
                    help="default 0.05, or 0.01 for MobileNetV2/ShuffleV1/ShuffleV2 (as RepDistiller)")
@@ -59,6 +82,9 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--loader", default="auto", choices=["auto", "memory", "torchvision"],
                    help="memory: whole train set as a tensor, augmented per batch on the device; "
                         "torchvision: RepDistiller's per-image pipeline; auto: memory where the data set allows")
+    s.add_argument("--dali", default=None, choices=["cpu", "gpu"],
+                   help="ImageNet batches decoded and augmented by NVIDIA DALI (as SemCKD): gpu decodes on the GPU, "
+                        "cpu on the CPU; needs " + INSTALL_HINT)
     s.add_argument("--compile", action="store_true", help="torch.compile the networks")
     s.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm under torchrun")
 
@@ -89,5 +115,9 @@ def validate_training_args(opt: argparse.Namespace, parser: argparse.ArgumentPar
         parser.error("--nesterov needs a positive --momentum")
     if opt.num_workers < 0:
         parser.error(f"--num_workers must not be negative, got {opt.num_workers}")
+    if opt.dali is not None and opt.loader == "memory":
+        parser.error("--dali is a loader of its own: leave --loader memory out")
+    if opt.dali is not None and not dali_installed():
+        parser.error(f"--dali needs NVIDIA DALI, which is not installed: {INSTALL_HINT}")
     if opt.tb_freq is not None and os.environ.get("RANK", "0") == "0":
         print("note: --tb_freq has no effect here (TensorBoard gets one point per epoch)", file=sys.stderr)

@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from dataset import DataBundle
+from dataset.dali import DaliLoader, dali_loader
 from dataset.loaders import make_train_loader, make_val_loader
 from dataset.memory import MemoryLoader
 from helper.distributed import DistInfo, broadcast_int, init_distributed, quiet_non_main, shutdown
@@ -101,10 +102,14 @@ def loader_kind(opt: argparse.Namespace, bundle: DataBundle) -> str:
 
 
 def build_train_loader(opt: argparse.Namespace, bundle: DataBundle, variant: str,
-                       rt: Runtime, augment: bool = True) -> EpochLoader | MemoryLoader:
+                       rt: Runtime, augment: bool = True) -> EpochLoader | MemoryLoader | DaliLoader:
     """The training batches: (img, target[, index[, contrast_idx]]) per ``variant``; ``augment=False``
     gives the images without the random crop and flip (a method that augments on the device)."""
     nce_k, mode = getattr(opt, "nce_k", 16384), getattr(opt, "mode", "exact")
+    if getattr(opt, "dali", None):
+        print(f"data: DALI ({opt.dali}) loader")
+        return dali_loader(opt, bundle, rt.device, rt.info.rank, rt.info.world_size, train=True, variant=variant,
+                           augment=augment)
     kind = loader_kind(opt, bundle)
     print(f"data: {kind} loader")
     if kind == "memory":
@@ -119,9 +124,12 @@ def build_train_loader(opt: argparse.Namespace, bundle: DataBundle, variant: str
     return EpochLoader(loader, sampler, opt.batch_size)
 
 
-def build_val_loader(opt: argparse.Namespace, bundle: DataBundle, rt: Runtime) -> DataLoader | MemoryLoader:
+def build_val_loader(opt: argparse.Namespace, bundle: DataBundle,
+                     rt: Runtime) -> DataLoader | MemoryLoader | DaliLoader:
     """Test batches at half the training batch size (as RepDistiller), each rank a strided shard."""
     batch_size = max(opt.batch_size // 2, 1)
+    if getattr(opt, "dali", None):
+        return dali_loader(opt, bundle, rt.device, rt.info.rank, rt.info.world_size, train=False)
     if loader_kind(opt, bundle) == "memory" and bundle.val_array is not None:
         return MemoryLoader(*bundle.val_array, bundle.mean, bundle.std, device=rt.device, batch_size=batch_size,
                             train=False, channels_last=rt.channels_last, rank=rt.info.rank,
