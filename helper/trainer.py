@@ -309,7 +309,7 @@ class Trainer:
             if acc["last"] > acc["best"]:
                 acc["best"] = acc["last"]
                 print(f"saving the best {peer.name} model!")
-                self._save_peer_file(peer, "best", {"epoch": epoch, "best_acc": acc["best"]})
+                self._save_peer_file(peer, "best", {"epoch": epoch, "best_acc": as_rd_tensor(acc["best"])})
 
     def _save_peer_file(self, peer: PeerNetwork, kind: str, payload: dict) -> None:
         """``<arch>_<name>_best.pth`` / ``_last.pth``, in the student files' format."""
