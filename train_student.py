@@ -24,6 +24,7 @@ from distiller_zoo.registry import (
     method_names,
 )
 from helper.checkpoint import load_strict, safe_load, state_dict_of
+from helper.compile import plan_compile
 from helper.config_file import parse_with_config
 from helper.distributed import broadcast_state, gradient_averager, rank_zero_first
 from helper.dot import DELTA, DELTA_IMAGENET, NO_FP16, DistillationOrientedTrainer, dot_momenta
@@ -192,8 +193,10 @@ def place_networks(opt: argparse.Namespace, spec: MethodSpec, teacher: torch.nn.
 
     A peer the method trains (``spec.trains_peer``) is placed as the student is, never frozen."""
     if spec.trains_peer:
-        return TrainedPeer(place_model(teacher, rt)), place_model(student, rt), method.to(rt.device)
-    return freeze_teacher(teacher, rt, spec.preact, opt.fold_teacher_bn), place_model(student, rt), method.to(rt.device)
+        return TrainedPeer(place_model(teacher, rt, "the peer")), place_model(student, rt, "the student"), \
+            method.to(rt.device)
+    return (freeze_teacher(teacher, rt, spec.preact, opt.fold_teacher_bn), place_model(student, rt, "the student"),
+            method.to(rt.device))
 
 
 def main_optimizer(opt: argparse.Namespace, params: list[torch.nn.Parameter], rt: Runtime) -> torch.optim.Optimizer:
@@ -206,6 +209,13 @@ def main_optimizer(opt: argparse.Namespace, params: list[torch.nn.Parameter], rt
                                            weight_decay=opt.weight_decay)
     return torch.optim.SGD(params, lr=opt.learning_rate, momentum=opt.momentum, weight_decay=opt.weight_decay,
                            nesterov=opt.nesterov)
+
+
+def planned_steps(opt: argparse.Namespace, method: DistillMethod, student: torch.nn.Module, train_loader) -> int:
+    """The training steps a run plans (its init stage's, when the method has one, and the main stage's):
+    what ``--compile auto`` weighs against the compile time."""
+    init_epochs = opt.init_epochs if method.init_stage(student) is not None else 0
+    return (init_epochs + opt.epochs) * len(train_loader)
 
 
 def make_stages(opt, spec: MethodSpec, student, train_student, teacher, method, rt: Runtime) -> list[Stage]:
@@ -258,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
 
     train_loader = build_train_loader(opt, bundle, "crd" if contrast else "instance", rt, augment=spec.train_augment)
     val_loader = build_val_loader(opt, bundle, rt)
+    plan_compile(opt, rt, planned_steps(opt, method, student, train_loader), spec)
     teacher, student, method = place_networks(opt, spec, teacher, student, method, rt)
     broadcast_state(method, rt.info)
     teacher_acc = None

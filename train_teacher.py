@@ -13,6 +13,7 @@ import torch
 
 from dataset import DatasetUnavailable, build_data
 from helper.checkpoint import atomic_save
+from helper.compile import plan_compile
 from helper.config_file import parse_with_config
 from helper.distributed import DistInfo, rank_zero_first
 from helper.errors import UserError, as_user_errors, run_cli
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     train_loader = build_train_loader(opt, bundle, "plain", rt)
     val_loader = build_val_loader(opt, bundle, rt)
 
-    model = place_model(model, rt)
+    plan_compile(opt, rt, opt.epochs * len(train_loader))
+    model = place_model(model, rt, "the model")
     optimizer = torch.optim.SGD(model.parameters(), lr=opt.learning_rate, momentum=opt.momentum,
                                 weight_decay=opt.weight_decay, nesterov=opt.nesterov)
     objective = SupervisedObjective(wrap_ddp(model, rt, opt.sync_bn), rt.autocast)

@@ -19,6 +19,7 @@ from torch import nn
 
 from dataset import DatasetUnavailable
 from dataset.transfer import build_any, probe_bundle
+from helper.compile import plan_compile
 from helper.config_file import parse_with_config
 from helper.distributed import rank_zero_first
 from helper.errors import as_user_errors, run_cli
@@ -110,7 +111,8 @@ def main(argv: list[str] | None = None) -> None:
     train_loader = build_train_loader(opt, bundle, "plain", rt)
     val_loader = build_val_loader(opt, bundle, rt)
 
-    model = place_model(model, rt)
+    plan_compile(opt, rt, opt.epochs * len(train_loader))
+    model = place_model(model, rt, "the student")
     optimizer = torch.optim.SGD(head.parameters(), lr=opt.learning_rate, momentum=opt.momentum,
                                 weight_decay=opt.weight_decay)
     objective = ProbeObjective(wrap_ddp(model, rt, sync_bn=False), head, rt.autocast)

@@ -53,6 +53,14 @@ def normalise(pixels: Tensor, mean: Tensor, std: Tensor, channels_last: bool) ->
     return x if channels_last else x.contiguous()
 
 
+def upload(values: Tensor, device: torch.device) -> Tensor:
+    """A host tensor on ``device``; to a GPU through pinned memory and without blocking the host, so the
+    copy of an epoch's order queues behind the steps still running instead of waiting for them."""
+    if device.type != "cuda":
+        return values.to(device)
+    return values.pin_memory().to(device, non_blocking=True)
+
+
 class MemoryLoader:
     """Batches ``[x, y]`` (+ ``index`` for 'instance', + ``contrast_idx`` for 'crd') from device tensors.
 
@@ -71,8 +79,8 @@ class MemoryLoader:
         if variant not in VARIANTS:
             raise ValueError(f"unknown loader variant '{variant}'; use one of: {', '.join(VARIANTS)}")
         self.device = torch.device(device)
-        self.images = torch.as_tensor(images, dtype=torch.uint8).to(self.device)
-        self.targets = torch.as_tensor(targets, dtype=torch.long).to(self.device)
+        self.images = upload(torch.as_tensor(images, dtype=torch.uint8), self.device)
+        self.targets = upload(torch.as_tensor(targets, dtype=torch.long), self.device)
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device)
         self.std = torch.as_tensor(std, dtype=torch.float32, device=self.device)
         self.batch_size, self.train, self.variant, self.augment = batch_size, train, variant, augment
@@ -94,7 +102,7 @@ class MemoryLoader:
 
     def __iter__(self) -> Iterator[list[Tensor]]:
         if self.train:
-            order = torch.as_tensor(list(self.sampler), dtype=torch.long, device=self.device)
+            order = upload(torch.as_tensor(list(self.sampler), dtype=torch.long), self.device)
             first = self.start_batch
         else:
             order, first = self.shard, 0

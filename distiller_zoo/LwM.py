@@ -81,9 +81,6 @@ class LwMMethod(DistillMethod):
 
 def build(ctx: MethodContext) -> LwMMethod:
     stage_maps(ctx.feat_s, ctx.feat_t, "LwM")
-    if getattr(ctx.opt, "compile", False):
-        raise ValueError("lwm back-propagates through the student's Grad-CAM gradients (double backward), "
-                         "which torch.compile does not support; run without --compile")
     return LwMMethod(middle_stage(ctx.feat_s), middle_stage(ctx.feat_t))
 
 
@@ -93,6 +90,7 @@ register(
         build=build,
         weights=Weights(gamma=1.0, alpha=0.0, beta=0.4),
         teacher_graph=True,  # the teacher's maps must be in a graph: its input requires grad
+        compilable=False,  # the student's Grad-CAM gradients are back-propagated (double backward)
         summary="Grad-CAM attention on the middle stage map (Dhar et al. 2019, as KD-Zoo)",
     )
 )

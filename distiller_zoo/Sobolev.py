@@ -50,9 +50,6 @@ class SobolevMethod(DistillMethod):
 
 
 def build(ctx: MethodContext) -> SobolevMethod:
-    if getattr(ctx.opt, "compile", False):
-        raise ValueError("sobolev back-propagates through the student's input gradient (double backward), "
-                         "which torch.compile does not support; run without --compile")
     return SobolevMethod()
 
 
@@ -64,6 +61,7 @@ register(
         uses_features=False,
         input_grad=True,
         teacher_graph=True,
+        compilable=False,  # the student's input gradient is back-propagated (double backward)
         summary="Jacobian matching of the target logit w.r.t. the input (Czarnecki et al. 2017)",
     )
 )

@@ -9,6 +9,7 @@ from typing import NoReturn
 
 from dataset import add_data_args
 from dataset.dali import INSTALL_HINT, dali_installed
+from helper.compile import add_compile_args, compile_setting
 from helper.errors import EXIT_USAGE
 
 # RepDistiller trains these students at lr 0.01 instead of 0.05.
@@ -85,7 +86,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--dali", default=None, choices=["cpu", "gpu"],
                    help="ImageNet batches decoded and augmented by NVIDIA DALI (as SemCKD): gpu decodes on the GPU, "
                         "cpu on the CPU; needs " + INSTALL_HINT)
-    s.add_argument("--compile", action="store_true", help="torch.compile the networks")
+    add_compile_args(s)
     s.add_argument("--sync_bn", action="store_true", help="SyncBatchNorm under torchrun")
 
     o = parser.add_argument_group("outputs and resuming")
@@ -115,6 +116,10 @@ def validate_training_args(opt: argparse.Namespace, parser: argparse.ArgumentPar
         parser.error("--nesterov needs a positive --momentum")
     if opt.num_workers < 0:
         parser.error(f"--num_workers must not be negative, got {opt.num_workers}")
+    try:
+        opt.compile = compile_setting(opt.compile)  # a --config file's value, or an older run's true/false
+    except ValueError as exc:
+        parser.error(str(exc))
     if opt.dali is not None and opt.loader == "memory":
         parser.error("--dali is a loader of its own: leave --loader memory out")
     if opt.dali is not None and not dali_installed():

@@ -18,6 +18,7 @@ from dataset import DataBundle
 from dataset.dali import DaliLoader, dali_loader
 from dataset.loaders import make_train_loader, make_val_loader
 from dataset.memory import MemoryLoader
+from helper.compile import compile_module, compile_setting
 from helper.distributed import DistInfo, broadcast_int, init_distributed, quiet_non_main, shutdown
 from helper.errors import UserError
 from helper.precision import autocast, grad_scaler, resolve_device, resolve_precision
@@ -31,7 +32,8 @@ class Runtime:
     precision: str
     info: DistInfo
     channels_last: bool
-    compile: bool = False
+    compile: bool = False  # --compile on; auto is decided per run by helper.compile.plan_compile
+    compile_mode: str = "default"
 
     def autocast(self):
         return autocast(self.device, self.precision)
@@ -63,7 +65,8 @@ def setup_runtime(opt: argparse.Namespace) -> Runtime:
         opt.seed = broadcast_int(random.SystemRandom().randrange(2**31), info, device)
     seed_everything(opt.seed + info.rank)
     precision = resolve_precision(opt.precision, device)
-    runtime = Runtime(device, precision, info, opt.channels_last, opt.compile)
+    runtime = Runtime(device, precision, info, opt.channels_last, compile_setting(opt.compile) == "on",
+                      getattr(opt, "compile_mode", "default"))
     if info.is_main:
         ranks = f", {info.world_size} processes" if info.enabled else ""
         print(f"device {device}, precision {precision}, channels_last {opt.channels_last}, seed {opt.seed}{ranks}")
@@ -164,15 +167,17 @@ class CompileClock:
 compile_clock = CompileClock()
 
 
-def place_model(model: nn.Module, rt: Runtime) -> nn.Module:
-    """On the device, in channels_last when asked, compiled in place with ``--compile`` (the module
-    stays itself, so its state_dict keys and RepDistiller's checkpoint files do not change)."""
+def place_model(model: nn.Module, rt: Runtime, name: str = "the network", frozen: bool = False) -> nn.Module:
+    """On the device, in channels_last when asked, compiled in place when ``rt.compile`` (the module
+    stays itself, so its state_dict keys and RepDistiller's checkpoint files do not change; ``name``
+    labels it in the line printed if compiling fails and it runs eagerly; ``frozen``: its parameters never
+    change, see :func:`helper.compile.compile_module`)."""
     model = model.to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if rt.compile:
         compile_clock.watch()
-        model.compile()
+        compile_module(model, name, rt.compile_mode, frozen=frozen)
     return model
 
 

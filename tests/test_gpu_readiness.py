@@ -11,6 +11,7 @@ from conftest import ROOT, TINY_DATA
 from test_distributed import metrics_of, torchrun
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from dataset import memory
 from helper import precision, rng, setup
 from helper.errors import UserError
 
@@ -97,6 +98,19 @@ def test_a_cuda_run_selects_its_device_and_benchmarks_cudnn(monkeypatch):
     assert selected == [] and torch.backends.cudnn.benchmark is False
     setup.configure_cuda(torch.device("cuda", 3))
     assert selected == [torch.device("cuda", 3)] and torch.backends.cudnn.benchmark is True
+
+
+def test_the_memory_loader_copies_to_a_gpu_from_pinned_memory_without_blocking(monkeypatch):
+    calls = []
+    to = torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: calls.append("pin") or self)
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *args, **kwargs: calls.append((args, kwargs)) or self)
+    values = torch.arange(5)
+    memory.upload(values, torch.device("cuda", 1))  # no GPU here: the copy is recorded, not made
+    assert calls == ["pin", ((torch.device("cuda", 1),), {"non_blocking": True})]
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    calls.clear()
+    assert memory.upload(values, torch.device("cpu")) is values and calls == []
 
 
 # --- host syncs per training step --------------------------------------------------------------------

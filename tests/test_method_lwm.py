@@ -13,6 +13,7 @@ from torch import nn
 
 from distiller_zoo.LwM import LwM, grad_cam, middle_stage
 from distiller_zoo.registry import Weights, get_method
+from helper.compile import decide as compile_decision
 from helper.objectives import DistillObjective
 from helper.teacher import FrozenTeacher, fold_batchnorms
 
@@ -144,8 +145,10 @@ def test_spec_defaults_and_refusals():
     pooled = [torch.randn(2, 8, 4, 4), torch.randn(2, 8)]
     with pytest.raises(ValueError, match="LwM"):
         spec.build(synthetic_ctx(pooled, pooled))
-    with pytest.raises(ValueError, match="lwm.*--compile"):
-        build_method("lwm", *nets(), compile=True)
+    assert not spec.compilable  # double backward: --compile auto runs it eagerly, on refuses
+    with pytest.raises(ValueError, match="lwm.*double backward.*--compile off"):
+        compile_decision("on", torch.device("cpu"), 10**6, "lwm", spec.compilable)
+    assert not compile_decision("auto", torch.device("cpu"), 10**6, "lwm", spec.compilable).compile
 
 
 def test_end_to_end(run_student, tmp_path):

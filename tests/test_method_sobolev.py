@@ -13,6 +13,7 @@ from torch import nn
 
 from distiller_zoo.registry import Weights, get_method
 from distiller_zoo.Sobolev import Sobolev
+from helper.compile import decide as compile_decision
 from helper.objectives import DistillObjective
 from helper.teacher import FrozenTeacher, fold_batchnorms
 
@@ -117,8 +118,10 @@ def test_spec_defaults_and_compile_refused():
     spec = get_method("sobolev")
     assert spec.weights == Weights(gamma=1.0, alpha=0.0, beta=20.0)
     assert spec.input_grad and spec.teacher_graph and not spec.uses_features
-    with pytest.raises(ValueError, match="sobolev.*--compile"):
-        build_method("sobolev", *nets(), compile=True)
+    assert not spec.compilable  # double backward: --compile auto runs it eagerly, on refuses
+    with pytest.raises(ValueError, match="sobolev.*double backward.*--compile off"):
+        compile_decision("on", torch.device("cpu"), 10**6, "sobolev", spec.compilable)
+    assert not compile_decision("auto", torch.device("cpu"), 10**6, "sobolev", spec.compilable).compile
 
 
 def test_end_to_end_bf16(run_student, tmp_path):
