@@ -12,6 +12,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of several test processes sharing the cores: one thread each
+    torch.set_num_threads(1)
+
 # A tiny synthetic run: small enough for a CPU test, shaped exactly like a real one.
 TINY_DATA = [
     "--dataset", "synthetic", "--syn_classes", "10", "--syn_train_size", "128", "--syn_val_size", "64",

@@ -282,7 +282,7 @@ def test_test_sh_lints_then_tests(tree, how, script):
     assert proc.returncode == 0, proc.stderr
     linted = sorted(f"scripts/{p.name}" for p in SCRIPTS.glob("*.sh")) + [".ci/run"]
     assert calls[3:] == [["shellcheck", *linted], ["python", "-m", "ruff", "check", "."],
-                         ["python", "-m", "pytest", *(["-q", "-x"] if script == "scripts/test.sh" else [])]]
+                         ["python", "-m", "pytest", "-n", "2", *(["-q", "-x"] if script == "scripts/test.sh" else [])]]
 
 
 @pytest.mark.parametrize("how", ["sh", "bash"])
