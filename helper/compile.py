@@ -153,24 +153,14 @@ def _root_cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
 
 
-def compile_module(module: nn.Module, name: str, mode: str = "default", backend: str | Callable = "inductor",
-                   frozen: bool = False) -> None:
+def compile_module(module: nn.Module, name: str, mode: str = "default", backend: str | Callable = "inductor") -> None:
     """Compile ``module`` in place, as ``nn.Module.compile`` (its state_dict keys stay its own), with
     :class:`EagerFallback` around the compiled call. Shapes as torch.compile's default: the first batch
     size gets a static graph, a second one (an epoch's last batch, BSS's attacked samples) one graph with
-    a symbolic batch size for all the others, not a compile per size.
-
-    ``frozen``: the module's parameters never change (the frozen teacher), so its inference graphs may
-    take them as constants (inductor's freezing: convolution weights packed once for oneDNN, convolutions
-    fused with the ReLUs and adds after them). Passes that need gradients compile as usual."""
+    a symbolic batch size for all the others, not a compile per size."""
     configure_compiler()
-    if backend == "inductor":
-        from torch._inductor import list_mode_options
-
-        options = {**list_mode_options(mode), **({"freezing": True} if frozen else {})}
-        compiled = torch.compile(module._call_impl, backend=backend, options=options or None)
-    else:
-        compiled = torch.compile(module._call_impl, backend=backend)
+    options = {"mode": mode} if backend == "inductor" and mode != "default" else {}
+    compiled = torch.compile(module._call_impl, backend=backend, **options)
     module._compiled_call_impl = EagerFallback(module, name, compiled)
 
 

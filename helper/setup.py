@@ -167,17 +167,16 @@ class CompileClock:
 compile_clock = CompileClock()
 
 
-def place_model(model: nn.Module, rt: Runtime, name: str = "the network", frozen: bool = False) -> nn.Module:
+def place_model(model: nn.Module, rt: Runtime, name: str = "the network") -> nn.Module:
     """On the device, in channels_last when asked, compiled in place when ``rt.compile`` (the module
     stays itself, so its state_dict keys and RepDistiller's checkpoint files do not change; ``name``
-    labels it in the line printed if compiling fails and it runs eagerly; ``frozen``: its parameters never
-    change, see :func:`helper.compile.compile_module`)."""
+    labels it in the line printed if compiling fails and it runs eagerly)."""
     model = model.to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if rt.compile:
         compile_clock.watch()
-        compile_module(model, name, rt.compile_mode, frozen=frozen)
+        compile_module(model, name, rt.compile_mode)
     return model
 
 

@@ -64,4 +64,4 @@ def freeze_teacher(model: nn.Module, rt: Runtime, preact: bool, fold_bn: bool) -
     """Eval mode, no gradients, BatchNorms folded when ``fold_bn``, placed as the student is."""
     model = model.eval().requires_grad_(False)
     network = fold_batchnorms(model, preact) if fold_bn else model
-    return FrozenTeacher(place_model(network, rt, "the teacher", frozen=True), preact).eval()
+    return FrozenTeacher(place_model(network, rt, "the teacher"), preact).eval()
