@@ -5,6 +5,7 @@
     python scripts/benchmark.py --configs fast,eager,fp32,fp32-eager,reference
     python scripts/benchmark.py --repeats 3          # configurations interleaved, medians reported
     python scripts/benchmark.py --peak 230,1900      # skip measuring the matmul peaks (GFLOP/s fp32,bf16)
+    OMP_NUM_THREADS=1 python scripts/benchmark.py --pairs kd:resnet20:resnet8 --parts fp32,bf16  # parts apart
 
 Each measurement builds its pieces with train_student's own functions (options, runtime, data, method,
 compile decision, loader, placement, stages) and times helper.engine.train_epoch, so it measures the code
@@ -35,16 +36,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset import build_data  # noqa: E402
-from helper.compile import plan_compile  # noqa: E402
+from helper.compile import compile_module, plan_compile  # noqa: E402
 from helper.engine import EpochTotals, StepVerdict, to_device, train_epoch  # noqa: E402
-from helper.precision import cpu_has_fast_bf16, resolve_device  # noqa: E402
+from helper.precision import DTYPES, cpu_has_fast_bf16, resolve_device  # noqa: E402
 from helper.runlog import Progress  # noqa: E402
 from helper.setup import Runtime, build_train_loader, setup_runtime  # noqa: E402
+from helper.teacher import fold_batchnorms  # noqa: E402
 from helper.trainer import Stage  # noqa: E402
 from models import build_model  # noqa: E402
 from train_student import build_method, make_stages, parse_option, place_networks, planned_steps  # noqa: E402
@@ -232,6 +235,68 @@ def peaks(device: torch.device, given: str | None) -> dict[str, float]:
     return found
 
 
+def time_parts(pair: str, precision: str, calls: int, device: torch.device) -> None:
+    """The step's two network parts apart, eager and compiled: the frozen teacher's forward and the
+    student's forward and backward (CE), batch 64 at 32x32, channels_last. Calls are interleaved and
+    each part reports its fastest wall time and its median process CPU time, which a machine shared with
+    other work inflates far less than wall time (one thread: ``OMP_NUM_THREADS=1``)."""
+    _, teacher_arch, student_arch = pair.split(":")
+    autocast = torch.autocast(device.type, DTYPES[precision]) if precision in DTYPES else contextlib.nullcontext()
+    x = torch.randn(64, 3, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 100, (64,), device=device)
+    torch.manual_seed(0)
+    teacher_state = build_model(teacher_arch, 100).state_dict()
+    student_state = build_model(student_arch, 100).state_dict()
+
+    def teacher(compiled: bool) -> nn.Module:
+        net = build_model(teacher_arch, 100)
+        net.load_state_dict(teacher_state)
+        net = fold_batchnorms(net.eval().requires_grad_(False), preact=False)
+        net = net.to(device, memory_format=torch.channels_last)
+        if compiled:
+            compile_module(net, "the teacher")
+        return net
+
+    def student(compiled: bool) -> nn.Module:
+        net = build_model(student_arch, 100)
+        net.load_state_dict(student_state)
+        net = net.to(device, memory_format=torch.channels_last).train()
+        if compiled:
+            compile_module(net, "the student")
+        return net
+
+    def forward(net: nn.Module) -> None:
+        with torch.inference_mode(), autocast:
+            net(x, True, False)
+
+    def forward_backward(net: nn.Module) -> None:
+        with autocast:
+            logits = net(x)
+        torch.nn.functional.cross_entropy(logits.float(), y).backward()
+
+    parts = {(name, kind): (build(kind == "compiled"), call) for name, build, call in
+             (("teacher forward", teacher, forward), ("student forward+backward", student, forward_backward))
+             for kind in ("eager", "compiled")}
+    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+    for net, call in parts.values():  # compiles
+        call(net)
+        call(net)
+    wall: dict = {}
+    cpu: dict = {}
+    for _ in range(calls):
+        for key, (net, call) in parts.items():
+            sync()
+            start, start_cpu = time.perf_counter(), time.process_time()
+            call(net)
+            sync()
+            wall.setdefault(key, []).append(time.perf_counter() - start)
+            cpu.setdefault(key, []).append(time.process_time() - start_cpu)
+    print(f"\n{pair} {precision}, {torch.get_num_threads()} threads, {calls} calls each:")
+    for key in parts:
+        print(f"  {key[0]:26} {key[1]:9} fastest {1000 * min(wall[key]):7.1f} ms   "
+              f"median CPU {1000 * statistics.median(cpu[key]):7.1f} ms")
+
+
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
@@ -281,7 +346,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="rounds over the configurations of each pair")
     parser.add_argument("--peak", default=None, metavar="FP32[,BF16]",
                         help="matmul peaks in GFLOP/s instead of measuring them at start-up")
+    parser.add_argument("--parts", default=None, metavar="PRECISIONS",
+                        help="instead: time the teacher's forward and the student's forward+backward apart, eager "
+                             "and compiled, in these precisions (e.g. fp32,bf16)")
+    parser.add_argument("--calls", type=int, default=10, help="--parts: calls of each part")
     args = parser.parse_args()
+    if args.parts:
+        for pair in args.pairs.split(","):
+            for precision in args.parts.split(","):
+                time_parts(pair, precision, args.calls, resolve_device(args.device))
+        return
     unknown = set(args.configs.split(",")) - set(CONFIGS)
     if unknown:
         parser.error(f"unknown --configs {', '.join(sorted(unknown))}; choose from {', '.join(CONFIGS)}")
