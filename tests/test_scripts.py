@@ -157,7 +157,10 @@ def test_run_cifar_distill_issues_repdistillers_runs(tmp_path):
                        "abound", "factor", "fsp", "nst", "crd", "crd"]
     for call in calls:
         assert call[0] == "train_student.py" and call[-2:] == ["--epochs", "2"]
-        assert flag(call, "--path_t") == "./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth"
+        if flag(call, "--distill") == "dml":  # DML trains its resnet32x4 peer instead of loading a teacher
+            assert "--path_t" not in call and flag(call, "--model_t") == "resnet32x4"
+        else:
+            assert flag(call, "--path_t") == "./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth"
         assert flag(call, "--model_s") == "resnet8x4" and flag(call, "--trial") == "1"
     weights = [tuple(float(flag(call, f)) for f in ("-r", "-a", "-b")) for call in calls[:14]]
     for method, w in zip(methods[:-1], weights[:-1], strict=True):
@@ -182,7 +185,8 @@ def test_benchmark_measures_both_configurations_in_rounds(tmp_path):
          "--steps", "2", "--warmup", "1", "--repeats", "2", "--device", "cpu"],
         cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = re.findall(r"^kd:resnet8:resnet8\s+(fast|reference)\s+(bf16|fp32)\s+([\d.]+)", proc.stdout, re.M)
+    rows = re.findall(r"^kd:resnet8:resnet8\s+(fast|reference)\s+(bf16|fp32)\s+(?:yes|no)\s+([\d.]+)", proc.stdout,
+                      re.M)
     assert [config for config, _, _ in rows] == ["fast", "reference", "fast", "reference"]
     assert all(float(rate) > 0 for _, _, rate in rows)
     assert re.search(r"fast / reference = [\d.]+x \(medians of 2 and 2", proc.stdout)
