@@ -3,6 +3,7 @@ network when compiling fails (unit tests with dynamo's cheap backends; inductor 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -269,3 +270,42 @@ def test_ddp_with_two_student_passes_per_step_compiled_in_bf16(tmp_path):
     for key, value in other.items():
         torch.testing.assert_close(value, rank0[key], rtol=1e-6, atol=1e-6, msg=key)
     assert finite_rows(tmp_path)[0]["loss_kd"] > 0
+
+
+# --- every kind of method, traced compiled (dynamo and AOTAutograd, without inductor's C++: seconds) ------
+
+KINDS = {
+    "abound": ["--init_epochs", "1"],  # init stage: connectors and the student's trunk
+    "factor": ["--init_epochs", "1"],  # init stage: the teacher's paraphraser
+    "bss": ["--bss_warmup", "0"],  # the teacher differentiated w.r.t. its input, then both nets on attacked samples
+    "mlkd": [],  # four rotated views: a 4x batch
+    "semckd": ["--syn_train_size", "80"],  # the last batch (16 < 32) is skipped
+    "dml": ["--model_t", "resnet20"],  # two trained networks, both compiled
+}
+
+
+@pytest.mark.parametrize("method", list(KINDS))
+def test_every_kind_of_method_trains_compiled(method, tmp_path, teacher_ckpt, monkeypatch, capsys):
+    import signal
+
+    import torch._dynamo
+
+    from helper import setup
+
+    monkeypatch.setattr(setup, "compile_module", functools.partial(compiling.compile_module, backend="aot_eager"))
+    monkeypatch.chdir(tmp_path)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    torch._dynamo.reset()
+    try:
+        train_student.main([*TINY_DATA, "--path_t", str(teacher_ckpt), "--model_s", "resnet8", "--epochs", "1",
+                            "--distill", method, "--compile", "--syn_train_size", "64", "--syn_val_size", "32",
+                            *KINDS[method]])
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    out = capsys.readouterr()
+    assert "compile: on" in out.out and "running it eagerly" not in out.err, out.err[-2000:]
+    rows = finite_rows(tmp_path)
+    assert rows[-1]["stage"] == "main" and math.isfinite(rows[-1]["test_acc"])
+    if method == "semckd":
+        assert rows[-1]["skipped_steps"] == 1
