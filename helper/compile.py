@@ -118,6 +118,9 @@ def cache_dir() -> str:
 def configure_compiler() -> None:
     """Cache compiled graphs on disk across runs, and compile each backward with its forward, so a
     compile failure surfaces in the forward call that :class:`EagerFallback` guards."""
+    import torch._functorch.config
+    import torch._inductor.config
+
     torch._inductor.config.fx_graph_cache = True
     torch._functorch.config.enable_autograd_cache = True
     torch._functorch.config.force_non_lazy_backward_lowering = True
