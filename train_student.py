@@ -46,7 +46,8 @@ from models import IMAGENET_MODELS, build_model, model_dict
 
 def parse_option(argv: list[str] | None = None) -> tuple[argparse.Namespace, MethodSpec]:
     parser = OneLineParser(prog="train_student.py", description="distil a teacher into a student")
-    parser.add_argument("--path_t", default=None, help="teacher checkpoint ({'model': state_dict, ...})")
+    parser.add_argument("--path_t", "--t_model_path", dest="path_t", default=None,
+                        help="teacher checkpoint ({'model': state_dict, ...}); --t_model_path: KamalEngine's spelling")
     parser.add_argument("--teacher_weights", default=None, choices=["torchvision"],
                         help="torchvision: the --model_t teacher with torchvision's ImageNet weights "
                              "(from the torch hub cache), instead of --path_t")
@@ -62,9 +63,9 @@ def parse_option(argv: list[str] | None = None) -> tuple[argparse.Namespace, Met
     parser.add_argument("--distill", default="kd", help=f"one of: {', '.join(method_names())}")
     parser.add_argument("--trial", default="1", help="experiment id, part of the run folder name")
     w = parser.add_argument_group("loss weights (default: the method's, as RepDistiller's scripts)")
-    w.add_argument("-r", "--gamma", type=float, default=None, help="weight of the cross-entropy loss")
-    w.add_argument("-a", "--alpha", type=float, default=None, help="weight of the KD loss")
-    w.add_argument("-b", "--beta", type=float, default=None, help="weight of the method's own loss")
+    w.add_argument("-r", "--gamma", "--r", type=float, default=None, help="weight of the cross-entropy loss")
+    w.add_argument("-a", "--alpha", "--a", type=float, default=None, help="weight of the KD loss")
+    w.add_argument("-b", "--beta", "--b", type=float, default=None, help="weight of the method's own loss")
     m = parser.add_argument_group("method settings (RepDistiller's defaults)")
     m.add_argument("--kd_T", type=float, default=4, help="temperature for KD")
     m.add_argument("--logit_standardization", action="store_true",

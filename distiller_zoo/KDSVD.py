@@ -99,5 +99,6 @@ register(
         build=build,
         weights=Weights(gamma=1.0, alpha=0.0, beta=1.0),
         summary="SVD-based self-supervised KD on consecutive stage maps (Lee et al. 2018)",
+        aliases=("svd",),  # KamalEngine's --distill svd
     )
 )
