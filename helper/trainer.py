@@ -281,7 +281,7 @@ class Trainer:
                                 self.autocast, self.info))
             print(f" * Acc@1 {row['test_acc']:.3f} Acc@5 {row['test_acc_top5']:.3f}")
             self.last_acc = row["test_acc"]
-            if row["test_acc"] > self.best_acc:
+            if self._is_new_best(row["test_acc"], self.best_acc, f"{self.out.arch}_best.pth"):
                 self.best_acc = row["test_acc"]
                 print("saving the best model!")
                 self._save_model_file(f"{self.out.arch}_best.pth",
@@ -306,10 +306,15 @@ class Trainer:
             print(f" * {peer.name} Acc@1 {result['test_acc']:.3f} Acc@5 {result['test_acc_top5']:.3f}")
             acc = self.peer_acc[peer.name]
             acc["last"] = result["test_acc"]
-            if acc["last"] > acc["best"]:
+            if self._is_new_best(acc["last"], acc["best"], f"{peer.arch}_{peer.name}_best.pth"):
                 acc["best"] = acc["last"]
                 print(f"saving the best {peer.name} model!")
                 self._save_peer_file(peer, "best", {"epoch": epoch, "best_acc": as_rd_tensor(acc["best"])})
+
+    def _is_new_best(self, accuracy: float, best: float, best_file: str) -> bool:
+        """RepDistiller's strict improvement, plus: the first evaluation always writes the best file, so a run
+        whose accuracy stays at 0 (tiny or hard data) still leaves the ``_best.pth`` that later steps load."""
+        return accuracy > best or not self.out.path(best_file).exists()
 
     def _save_peer_file(self, peer: PeerNetwork, kind: str, payload: dict) -> None:
         """``<arch>_<name>_best.pth`` / ``_last.pth``, in the student files' format."""
