@@ -255,20 +255,37 @@ def test_quickstart_reaches_its_python_calls(tree, how):
     proc, calls = run(how, tree, "scripts/quickstart.sh", EPOCHS="3")
     assert proc.returncode == 0, proc.stderr
     assert calls[0] == ["python3", "-m", "venv", ".venv"]  # set up through scripts/setup_env.sh
-    runs = [call for call in calls if call[1].startswith("train_")]
-    common = ["--dataset", "synthetic", "--syn_classes", "100", "--syn_train_size", "5000", "--syn_val_size", "1000",
-              "--num_workers", "0", "--epochs", "3", "--lr_decay_epochs", "2,2", "--save_freq", "3", "--seed", "0",
-              "--trial", "quickstart"]
-    teacher = "save/models/resnet20_synthetic_lr_0.05_decay_0.0005_trial_quickstart/resnet20_best.pth"
-    assert runs == [["python", "train_teacher.py", "--model", "resnet20", *common, "--overwrite"],
-                    ["python", "train_student.py", "--path_t", teacher, "--distill", "kd", "--model_s", "resnet8",
-                     *common, "--overwrite"],
-                    ["python", "train_teacher.py", "--model", "resnet8", *common, "--overwrite"]]
-    assert "test accuracy after 3 epochs on synthetic" in proc.stdout
+    runs = [call for call in calls if call[1].startswith(("train_", "scripts/"))]
+    common = ["--dataset", "synthetic", "--syn_classes", "100", "--syn_val_size", "1000", "--num_workers", "0",
+              "--precision", "auto", "--seed", "0", "--trial", "quickstart"]
+    # EPOCHS is the teacher's (5,000 images); the students get twice as many over 1,000; lr / 10 at 3/4 and 9/10
+    teacher_budget = ["--syn_train_size", "5000", "--epochs", "3", "--lr_decay_epochs", "2,2", "--save_freq", "3"]
+    student_budget = ["--syn_train_size", "1000", "--epochs", "6", "--lr_decay_epochs", "4,5", "--save_freq", "6"]
+    teacher_dir = "save/models/resnet20_synthetic_lr_0.05_decay_0.0005_trial_quickstart"
+    assert runs == [["python", "train_teacher.py", "--model", "resnet20", *common, *teacher_budget, "--overwrite"],
+                    ["python", "train_student.py", "--path_t", f"{teacher_dir}/resnet20_best.pth", "--distill", "kd",
+                     "--model_s", "resnet8", *common, *student_budget, "--overwrite"],
+                    ["python", "train_teacher.py", "--model", "resnet8", *common, *student_budget, "--overwrite"],
+                    ["python", "scripts/quickstart_summary.py", teacher_dir,
+                     "save/student_model/S:resnet8_T:resnet20_synthetic_kd_r:0.1_a:0.9_b:0.0_quickstart",
+                     "save/models/resnet8_synthetic_lr_0.05_decay_0.0005_trial_quickstart"]]
 
 
 @pytest.mark.parametrize("how", ["sh", "bash"])
-@pytest.mark.parametrize("failing", ["train_student.py", "-c"])
+def test_quickstart_takes_seed_precision_and_default_budget(tree, how):
+    proc, calls = run(how, tree, "scripts/quickstart.sh", PY="python", SEED="3", PRECISION="fp32")
+    assert proc.returncode == 0, proc.stderr
+    teacher, kd, alone = (call for call in calls if call[1].startswith("train_"))
+    for call in (teacher, kd, alone):
+        assert call[call.index("--seed") + 1] == "3" and call[call.index("--precision") + 1] == "fp32"
+    # the measured default (docs/quickstart.md): 15 teacher epochs, 30 student epochs
+    assert teacher[teacher.index("--epochs") + 1:teacher.index("--epochs") + 4] == ["15", "--lr_decay_epochs", "11,13"]
+    for call in (kd, alone):
+        assert call[call.index("--epochs") + 1:call.index("--epochs") + 4] == ["30", "--lr_decay_epochs", "22,27"]
+
+
+@pytest.mark.parametrize("how", ["sh", "bash"])
+@pytest.mark.parametrize("failing", ["train_student.py", "scripts/quickstart_summary.py"])
 def test_quickstart_stops_at_a_failing_step(tree, how, failing):
     proc, calls = run(how, tree, "scripts/quickstart.sh", PY="python", STANDIN_FAIL=failing)
     assert proc.returncode != 0
