@@ -11,6 +11,7 @@ from inductor's FX-graph and AOTAutograd caches instead of compiling them again.
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import sys
 from collections.abc import Callable
@@ -117,9 +118,14 @@ def cache_dir() -> str:
 
 def configure_compiler() -> None:
     """Cache compiled graphs on disk across runs, and compile each backward with its forward, so a
-    compile failure surfaces in the forward call that :class:`EagerFallback` guards."""
+    compile failure surfaces in the forward call that :class:`EagerFallback` guards. Inductor's C++ build
+    looks for a CUDA toolkit even for CPU kernels; without a GPU that search's warning ("No CUDA runtime is
+    found") says nothing about the run, so it is not shown."""
     import torch._functorch.config
     import torch._inductor.config
+
+    if not torch.cuda.is_available():
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
     torch._inductor.config.fx_graph_cache = True
     torch._functorch.config.enable_autograd_cache = True

@@ -309,3 +309,13 @@ def test_every_kind_of_method_trains_compiled(method, tmp_path, teacher_ckpt, mo
     assert rows[-1]["stage"] == "main" and math.isfinite(rows[-1]["test_acc"])
     if method == "semckd":
         assert rows[-1]["skipped_steps"] == 1
+
+
+def test_no_cuda_toolkit_warning_on_a_machine_without_a_gpu(monkeypatch):
+    import logging
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cpp_logger = logging.getLogger("torch.utils.cpp_extension")
+    monkeypatch.setattr(cpp_logger, "level", logging.NOTSET)
+    compiling.configure_compiler()
+    assert not cpp_logger.isEnabledFor(logging.WARNING)  # inductor's CPU build no longer prints it
