@@ -36,6 +36,7 @@ class Run:
     dataset: str | None = None
     method: str | None = None
     weights: tuple[float, float, float] | None = None  # -r, -a, -b
+    variant: str = ""  # the folder name's variant tags ("memory_type:momentum", "optimizer:dot_ls:True"); "" = default
     trial: str | None = None
     best_acc: float | None = None
     last_acc: float | None = None
@@ -165,6 +166,7 @@ def _describe(run: Run) -> None:
             run.weights = None
         run.trial = str(opt.get("trial", student["trial"] if student else ""))
         run.dataset = opt.get("dataset") or (student["dataset"] if student else None)
+        run.variant = student["tags"].lstrip("_") if student else ""
     else:
         run.kind = "vanilla"
         run.model = opt.get("model") or (vanilla["model"] if vanilla else None)

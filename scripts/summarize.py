@@ -3,7 +3,8 @@
     python scripts/summarize.py                       # every run under ./save, markdown on the terminal
     python scripts/summarize.py save/student_model/S:resnet8x4_* --layout crd --csv t.csv --latex t.tex
 
-Runs are grouped by (teacher, student, data set, method, -r/-a/-b); each group shows the last- and
+Runs are grouped by (teacher, student, data set, method, -r/-a/-b, variant: the tags a run folder carries
+for a method's non-default variant, DOT or logit standardisation); each group shows the last- and
 best-epoch test accuracy as mean ± sample std (n). Runs of train_teacher.py are the "student alone"
 baselines of the same architecture and data set. Unfinished and failed runs are listed apart and
 never averaged in. RepDistiller's own run folders (checkpoints only) are read as far as they go.
@@ -15,6 +16,7 @@ import argparse
 import csv
 import json
 import math
+import re
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -68,6 +70,7 @@ class Group:
     dataset: str
     method: str
     weights: tuple[float, float, float] | None
+    variant: str = ""
     runs: list[Run] = field(default_factory=list)
     alone: Stat | None = None  # the student architecture trained alone, same data set
     published: list[Published] = field(default_factory=list)  # best first
@@ -95,7 +98,8 @@ class Group:
 
     @property
     def label(self) -> str:
-        return self.method if self.weights is None else f"{self.method} ({self.weights_text})"
+        label = self.method if self.weights is None else f"{self.method} ({self.weights_text})"
+        return f"{label} [{self.variant}]" if self.variant else label
 
     def differing_options(self) -> list[str]:
         """Options (beyond bookkeeping) whose values differ between the group's runs."""
@@ -108,7 +112,7 @@ class Group:
 
 def group_key(run: Run) -> tuple:
     weights = tuple(round(w, 6) for w in run.weights) if run.weights else None
-    return run.teacher, run.model, run.dataset, run.method, weights
+    return run.teacher, run.model, run.dataset, run.method, weights, run.variant
 
 
 def build_groups(runs: list[Run]) -> list[Group]:
@@ -116,10 +120,22 @@ def build_groups(runs: list[Run]) -> list[Group]:
     for run in runs:
         key = group_key(run)
         if key not in groups:
-            groups[key] = Group(run.teacher, run.model, run.dataset, run.method, key[4])
+            groups[key] = Group(run.teacher, run.model, run.dataset, run.method, key[4], run.variant)
         groups[key].runs.append(run)
     return sorted(groups.values(), key=lambda g: (g.dataset, g.method != "vanilla", g.teacher or "", g.student,
-                                                   g.method, g.weights or ()))
+                                                   g.method, g.weights or (), g.variant))
+
+
+# Variant tags that published tables tell apart (options of every method); a method's own variant tags
+# (RRD's memory, MLKD's -d...) are grouped apart but matched to the method's published rows.
+PUBLISHED_VARIANT_LABELS = ("optimizer", "ls")
+_TAG = re.compile(r"_(?P<label>[a-z][a-z_]*)[:~](?P<value>[^_]+)")
+
+
+def published_variant(variant: str) -> str:
+    """The part of a run's variant tags that a published row's ``variant`` names (``optimizer:dot``, ``ls:True``)."""
+    tags = [m for m in _TAG.finditer("_" + variant) if m["label"] in PUBLISHED_VARIANT_LABELS]
+    return "_".join(f"{m['label']}:{m['value']}" for m in tags)
 
 
 def attach_alone(groups: list[Group], metric: str) -> None:
@@ -156,8 +172,10 @@ def attach_published(groups: list[Group], rows: list[dict], prefer: str | None) 
             vanilla.setdefault((row["dataset"], row["student"]), _published(row))
     for g in groups:
         kd_term = "yes" if g.weights and (g.weights[1] > 0 or g.method == "kd") else "no"
+        variant = published_variant(g.variant)
         for row in rows:
-            if row["dataset"] != g.dataset or row["student"] != g.student or row["method"] != g.method:
+            if (row["dataset"] != g.dataset or row["student"] != g.student or row["method"] != g.method
+                    or row.get("variant", "") != variant):
                 continue
             if g.method == "vanilla" or (row["teacher"] == g.teacher and row["kd_term"] in ("", kd_term)):
                 g.published.append(_published(row))
@@ -189,7 +207,8 @@ def flat_table(groups: list[Group], metric: str, with_published: bool) -> tuple[
         header += ["published", "Δ published"]
     body = []
     for g in groups:
-        row = [g.teacher or "–", g.student, g.dataset, g.method, g.weights_text or "–", g.stat("last").text(),
+        method = f"{g.method} [{g.variant}]" if g.variant else g.method
+        row = [g.teacher or "–", g.student, g.dataset, method, g.weights_text or "–", g.stat("last").text(),
                g.stat("best").text(), _num(g.teacher_acc.mean), g.alone.text() if g.alone else "–",
                _num(g.epoch_time.mean, 1)]
         if with_published:
@@ -209,7 +228,7 @@ def crd_tables(groups: list[Group], metric: str, with_published: bool) -> list[t
         pairs = sorted({(g.teacher, g.student) for g in distil})
         per_method: dict[str, set] = {}
         for g in distil:
-            per_method.setdefault(g.method, set()).add(g.weights)
+            per_method.setdefault(g.method, set()).add((g.weights, g.variant))
         labels = sorted({g.method if len(per_method[g.method]) == 1 else g.label for g in distil})
         cell: dict[tuple[str, tuple], Group] = {}
         for g in distil:
@@ -276,7 +295,7 @@ def group_record(g: Group, metric: str) -> dict:
     last, best = g.stat("last"), g.stat("best")
     return {
         "teacher": g.teacher, "student": g.student, "dataset": g.dataset, "method": g.method,
-        "weights": list(g.weights) if g.weights else None, "n": len(g.runs),
+        "weights": list(g.weights) if g.weights else None, "variant": g.variant, "n": len(g.runs),
         "last_mean": last.mean, "last_std": last.std, "best_mean": best.mean, "best_std": best.std,
         "teacher_acc": g.teacher_acc.mean, "student_alone": g.alone.mean if g.alone else None,
         "student_alone_n": g.alone.n if g.alone else 0, "seconds_per_epoch": g.epoch_time.mean,

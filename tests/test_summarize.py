@@ -177,7 +177,7 @@ def test_published_results_file_is_well_formed():
     rows = list(csv.DictReader((ROOT / "docs" / "published_results.csv").open()))
     assert len(rows) > 300
     # Published methods this project does not implement, or whose modules are still being added.
-    not_here = {"dkd", "dot", "srrl", "simkd", "dcd", "rrd", "dml", "semckd"}
+    not_here = {"dkd", "srrl", "simkd", "dcd", "rrd", "dml", "semckd"}
     ours = set(method_names())
     assert {r["method"] for r in rows if r["source"] == "CRD"} - {"vanilla"} <= ours  # RepDistiller's 12 + CRD
     for row in rows:
@@ -185,6 +185,7 @@ def test_published_results_file_is_well_formed():
         assert 0 < float(row["top1"]) < 100 and row["metric"] in ("last", "best", "unknown")
         assert row["dataset"] in ("cifar100", "cifar10", "imagenet", "tinyimagenet")
         assert row["kd_term"] in ("", "yes", "no")
+        assert row["variant"] in ("", "optimizer:dot", "ls:True")  # what summarize.published_variant gives
         method = row["method"]
         assert method == "vanilla" or summarize.canonical_method(method) in ours | not_here, method
     # 13 methods x 7 same-architecture pairs (less FSP's missing one) and 12 x 6 cross-architecture pairs.
@@ -192,3 +193,24 @@ def test_published_results_file_is_well_formed():
     assert len(crd) == 13 * 7 - 1 + 12 * 6
     assert {(r["teacher"], r["student"], r["top1"]) for r in crd if r["label"] == "CRD"} >= {
         ("resnet32x4", "resnet8x4", "75.51"), ("wrn_40_2", "ShuffleV1", "76.05")}
+
+
+def test_variants_are_grouped_apart_and_joined_to_their_published_rows(tmp_path, capsys):
+    """DOT and logit standardisation name themselves in the run folder: never averaged with plain KD, and
+    compared with the published rows of the same variant (mdistiller's KD+DOT, the LS authors' KD+LS)."""
+    root = tmp_path / "save"
+    kd = (0.1, 0.9, 0.0)
+    write_ours(root, student_opt("kd", kd, "1"), [70.0, 73.0])
+    write_ours(root, student_opt("kd", kd, "2", optimizer="dot"), [70.0, 75.0])
+    write_ours(root, student_opt("kd", (0.1, 9.0, 0.0), "3", logit_standardization=True), [70.0, 76.0])
+    write_ours(root, student_opt("rrd", (1.0, 0.0, 1.0), "4", memory_type="momentum"), [70.0, 74.0])
+    out = run_summarize([root, "--json", tmp_path / "t.json"], capsys)
+    groups = {(g["method"], g["variant"]): g for g in json.loads((tmp_path / "t.json").read_text())["groups"]}
+    assert set(groups) == {("kd", ""), ("kd", "optimizer:dot"), ("kd", "ls:True"), ("rrd", "memory_type:momentum")}
+    assert all(g["n"] == 1 for g in groups.values())
+    assert groups["kd", ""]["published"] == 73.33  # RepDistiller's KD row, not a DOT or LS one
+    assert (groups["kd", "optimizer:dot"]["published"], groups["kd", "optimizer:dot"]["published_label"]) == (
+        75.12, "KD+DOT")
+    assert (groups["kd", "ls:True"]["published"], groups["kd", "ls:True"]["published_label"]) == (76.62, "KD+LS")
+    assert "kd [optimizer:dot]" in out and "kd [ls:True]" in out
+    assert summarize.published_variant("memory_type:momentum_optimizer:dot_ls:True") == "optimizer:dot_ls:True"
