@@ -36,7 +36,7 @@ from helper.sampler import ResumableSampler
 
 from .base import DataBundle
 from .folder import SMALL
-from .memory import VARIANTS, batch_seed
+from .memory import VARIANTS, PositionedBatches, batch_seed
 
 INSTALL_HINT = "pip install -r requirements-dali.txt (NVIDIA DALI, nvidia-dali-cuda120)"
 TRAIN_AREA = (0.1, 1.0)  # SemCKD's (NVIDIA's example's) random crop; torchvision's: (0.08, 1), (3/4, 4/3)
@@ -84,7 +84,7 @@ def check_dali_bundle(bundle: DataBundle) -> None:
                          f"{bundle.name} at {bundle.image_size} px is for the torchvision loader: leave --dali out")
 
 
-class DaliLoader:
+class DaliLoader(PositionedBatches):
     """Batches ``[x, y]`` (+ ``index`` for 'instance', + ``contrast_idx`` for 'crd') decoded by DALI.
 
     The interface of :class:`dataset.memory.MemoryLoader`: ``set_position(epoch, start_batch)``,
@@ -113,17 +113,6 @@ class DaliLoader:
         self.sampler = ResumableSampler(range(len(samples)), num_replicas=world_size, rank=rank, seed=seed)
         self.shard = list(range(rank, len(samples), world_size))
         self.generator = torch.Generator()
-        self.epoch, self.start_batch = 0, 0
-
-    def set_position(self, epoch: int, start_batch: int) -> None:
-        """The epoch to draw (its order and augmentations) and the batch to start from."""
-        self.epoch, self.start_batch = epoch, start_batch
-        self.sampler.set_position(epoch, start_batch * self.batch_size)
-
-    def __len__(self) -> int:
-        """Batches in a whole epoch, wherever it starts."""
-        samples = self.sampler.num_samples if self.train else len(self.shard)
-        return math.ceil(samples / self.batch_size)
 
     def __iter__(self) -> Iterator[list[Tensor]]:
         from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy

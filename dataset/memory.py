@@ -61,7 +61,30 @@ def upload(values: Tensor, device: torch.device) -> Tensor:
     return values.pin_memory().to(device, non_blocking=True)
 
 
-class MemoryLoader:
+class PositionedBatches:
+    """What the on-the-fly loaders (this one and DALI's) share: batches per epoch, and the position
+    (epoch, first batch) the next iteration draws from, which is how a run resumes mid-epoch. A loader
+    sets ``sampler``, ``shard`` (its evaluation indices), ``batch_size`` and ``train``."""
+
+    sampler: ResumableSampler
+    shard: Sequence[int] | Tensor
+    batch_size: int
+    train: bool
+    epoch: int = 0
+    start_batch: int = 0
+
+    def set_position(self, epoch: int, start_batch: int) -> None:
+        """The epoch to draw (its order and augmentations) and the batch to start from."""
+        self.epoch, self.start_batch = epoch, start_batch
+        self.sampler.set_position(epoch, start_batch * self.batch_size)
+
+    def __len__(self) -> int:
+        """Batches in a whole epoch, wherever it starts."""
+        samples = self.sampler.num_samples if self.train else len(self.shard)
+        return math.ceil(samples / self.batch_size)
+
+
+class MemoryLoader(PositionedBatches):
     """Batches ``[x, y]`` (+ ``index`` for 'instance', + ``contrast_idx`` for 'crd') from device tensors.
 
     Training: the order of :class:`ResumableSampler` with the same seed, epoch, rank and world size
@@ -88,17 +111,6 @@ class MemoryLoader:
         self.sampler = ResumableSampler(range(len(self.targets)), num_replicas=world_size, rank=rank, seed=seed)
         self.shard = torch.arange(rank, len(self.targets), world_size, device=self.device)
         self.generator = torch.Generator(device=self.device)
-        self.epoch, self.start_batch = 0, 0
-
-    def set_position(self, epoch: int, start_batch: int) -> None:
-        """The epoch to draw (its order and augmentations) and the batch to start from."""
-        self.epoch, self.start_batch = epoch, start_batch
-        self.sampler.set_position(epoch, start_batch * self.batch_size)
-
-    def __len__(self) -> int:
-        """Batches in a whole epoch, wherever it starts."""
-        samples = self.sampler.num_samples if self.train else len(self.shard)
-        return math.ceil(samples / self.batch_size)
 
     def __iter__(self) -> Iterator[list[Tensor]]:
         if self.train:
