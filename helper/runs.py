@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# RepDistiller's names (helper/naming.py writes the same); '~' is its Windows separator.
+# RepDistiller's names (helper/naming.py writes the same); '~' is its Windows separator. A variant tag
+# (``_memory_type:momentum``, ``_ls:True``) sits between the weights and the trial.
+_VARIANT_TAG = r"_([a-z][a-z_]*)[:~]([^_]+)"  # label, value
 STUDENT_FOLDER = re.compile(
     r"^S[:~](?P<student>.+?)_T[:~](?P<teacher>.+)_(?P<dataset>[^_]+)_(?P<method>[^_]+)"
-    r"_r[:~](?P<r>[^_]+)_a[:~](?P<a>[^_]+)_b[:~](?P<b>[^_]+)(?P<tags>(?:_[a-z][a-z_]*[:~][^_]+)*)_(?P<trial>.+)$")
+    r"_r[:~](?P<r>[^_]+)_a[:~](?P<a>[^_]+)_b[:~](?P<b>[^_]+)(?P<tags>(?:" + _VARIANT_TAG + r")*)_(?P<trial>.+)$")
 TEACHER_FOLDER = re.compile(
     r"^(?P<model>.+)_(?P<dataset>[^_]+)_lr_(?P<lr>[^_]+)_decay_(?P<wd>[^_]+)_trial_(?P<trial>.+)$")
 RUN_FILES = ("config.json", "results.json", "metrics.jsonl", "ckpt_last.pth")
@@ -48,6 +50,11 @@ class Run:
     config: dict[str, Any] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl
     note: str = ""
+
+
+def variant_tags(variant: str) -> list[tuple[str, str]]:
+    """A run's variant (``Run.variant``, e.g. ``memory_type:momentum_ls:True``) as (label, value) pairs."""
+    return re.findall(_VARIANT_TAG, "_" + variant)
 
 
 def scalar(value: Any) -> float | None:

@@ -16,7 +16,6 @@ import argparse
 import csv
 import json
 import math
-import re
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from helper.runs import Run, canonical_method, find_run_folders, finite, read_run  # noqa: E402
+from helper.runs import Run, canonical_method, find_run_folders, finite, read_run, variant_tags  # noqa: E402
 
 PUBLISHED = Path(__file__).resolve().parents[1] / "docs" / "published_results.csv"
 
@@ -97,9 +96,13 @@ class Group:
         return f"{self.teacher} → {self.student}" if self.teacher else self.student
 
     @property
+    def method_text(self) -> str:
+        """The method, with its variant tags when it is not the default variant."""
+        return f"{self.method} [{self.variant}]" if self.variant else self.method
+
+    @property
     def label(self) -> str:
-        label = self.method if self.weights is None else f"{self.method} ({self.weights_text})"
-        return f"{label} [{self.variant}]" if self.variant else label
+        return self.method_text if self.weights is None else f"{self.method_text} ({self.weights_text})"
 
     def differing_options(self) -> list[str]:
         """Options (beyond bookkeeping) whose values differ between the group's runs."""
@@ -129,13 +132,11 @@ def build_groups(runs: list[Run]) -> list[Group]:
 # Variant tags that published tables tell apart (options of every method); a method's own variant tags
 # (RRD's memory, MLKD's -d...) are grouped apart but matched to the method's published rows.
 PUBLISHED_VARIANT_LABELS = ("optimizer", "ls")
-_TAG = re.compile(r"_(?P<label>[a-z][a-z_]*)[:~](?P<value>[^_]+)")
 
 
 def published_variant(variant: str) -> str:
     """The part of a run's variant tags that a published row's ``variant`` names (``optimizer:dot``, ``ls:True``)."""
-    tags = [m for m in _TAG.finditer("_" + variant) if m["label"] in PUBLISHED_VARIANT_LABELS]
-    return "_".join(f"{m['label']}:{m['value']}" for m in tags)
+    return "_".join(f"{label}:{value}" for label, value in variant_tags(variant) if label in PUBLISHED_VARIANT_LABELS)
 
 
 def attach_alone(groups: list[Group], metric: str) -> None:
@@ -207,8 +208,7 @@ def flat_table(groups: list[Group], metric: str, with_published: bool) -> tuple[
         header += ["published", "Δ published"]
     body = []
     for g in groups:
-        method = f"{g.method} [{g.variant}]" if g.variant else g.method
-        row = [g.teacher or "–", g.student, g.dataset, method, g.weights_text or "–", g.stat("last").text(),
+        row = [g.teacher or "–", g.student, g.dataset, g.method_text, g.weights_text or "–", g.stat("last").text(),
                g.stat("best").text(), _num(g.teacher_acc.mean), g.alone.text() if g.alone else "–",
                _num(g.epoch_time.mean, 1)]
         if with_published:
