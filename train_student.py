@@ -178,7 +178,7 @@ def build_method(spec: MethodSpec, student, teacher, opt: argparse.Namespace, bu
     student.eval()
     teacher.eval()
     with torch.no_grad():
-        feat_s, logit_s = student(data, is_feat=True, preact=spec.preact)
+        feat_s, logit_s = student(data, is_feat=True, preact=spec.preact_student(opt))
         feat_t, logit_t = teacher(data, is_feat=True, preact=spec.preact)
     ctx = MethodContext(student=student, teacher=teacher, feat_s=list(feat_s), feat_t=list(feat_t),
                         logit_s=logit_s, logit_t=logit_t, opt=opt, n_data=len(bundle.train),
@@ -230,7 +230,7 @@ def make_stages(opt, spec: MethodSpec, student, train_student, teacher, method, 
                                     nesterov=opt.nesterov)
         # The init stage trains the unwrapped student (its classifier is unused there, which DDP would need
         # find_unused_parameters for, on every later step too); its trunk is averaged with the modules.
-        objective = InitObjective(student, teacher, spec, init, rt.autocast)
+        objective = InitObjective(student, teacher, spec, init, rt.autocast, spec.preact_student(opt))
         stages.append(Stage("init", opt.init_epochs, objective, optimizer, lambda epoch: init.lr, evaluate=False,
                             after_backward=gradient_averager(params, rt.info)))
     # One SGD for the student and the method's parameters (a peer's too): SGD updates each parameter from
@@ -239,7 +239,7 @@ def make_stages(opt, spec: MethodSpec, student, train_student, teacher, method, 
     optimizer = main_optimizer(opt, list(params), rt)
     weights = Weights(opt.gamma, opt.alpha, opt.beta)
     objective = DistillObjective(train_student, teacher, method, spec, weights, opt.kd_T, rt.autocast,
-                                 opt.logit_standardization)
+                                 opt.logit_standardization, spec.preact_student(opt))
     stages.append(Stage("main", opt.epochs, objective, optimizer, partial(lr_at_epoch, opt=opt), evaluate=True,
                         after_backward=gradient_averager(list(method.main_parameters()), rt.info)))
     return stages

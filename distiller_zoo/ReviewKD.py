@@ -24,18 +24,11 @@ from torch import Tensor, nn
 
 from distiller_zoo._common import given_flags_tag, imagenet_recipe
 from distiller_zoo.registry import DistillBatch, DistillMethod, MethodContext, MethodSpec, Weights, register
-from models.mobilenetv2 import MobileNetV2
-from models.mobilenetv2_imagenet import MobileNetV2 as MobileNetV2Imagenet
-from models.wrn import WideResNet
 
 __all__ = ["ABF", "ReviewKD", "ReviewKDLayout", "hcl_loss", "review_layout"]
 
 POOL_LEVELS = (4, 2, 1)  # HCL's pyramid, each used when smaller than the map
 MAX_MID_CHANNEL = 512  # mdistiller's hard-coded cap (its MAX_MID_CHANNEL option is read but unused)
-# Students whose stage maps feed no ReLU, so the pre-activation pass gives mdistiller's ``feats`` as they are:
-# MobileNetV2's linear bottlenecks (``preact`` is ignored); WRN's maps are residual sums, and the pass gives them
-# through the next BatchNorm (RepDistiller's WRN ``preact``), the nearest map it has.
-NO_RELU_STUDENTS = (MobileNetV2, MobileNetV2Imagenet, WideResNet)
 
 
 def hcl_loss(fstudent: list[Tensor], fteacher: list[Tensor]) -> Tensor:
@@ -125,18 +118,18 @@ def review_layout(feat_s: list[Tensor], feat_t: list[Tensor]) -> ReviewKDLayout:
 class ReviewKD(DistillMethod):
     """mdistiller's ReviewKD distiller as this toolkit's method term: ``min(epoch / warmup, 1) * HCL``.
 
-    The spec asks both networks for pre-activation features (mdistiller's teacher taps). The student's
-    post-activation maps (mdistiller's CIFAR ``STU_PREACT False``) are the ReLU of those, unless
-    ``student_relu`` is off (students in :data:`NO_RELU_STUDENTS`) or ``stu_preact`` asks for the
-    pre-activation maps themselves (mdistiller's ImageNet configs).
+    The spec asks the teacher for its pre-activation features (mdistiller's teacher taps) and the student
+    for the features mdistiller's ``STU_PREACT`` names: its own post-activation maps by default on CIFAR
+    (for a WRN student the raw residual sums, which feed no ReLU of their own), the pre-activation maps
+    with --dataset imagenet or ``--reviewkd_stu_preact``. Each network has its own switch
+    (``MethodSpec.student_preact``), so the maps are the network's as mdistiller's are, for every pair.
     """
 
     def __init__(self, in_channels: list[int], out_channels: list[int], shapes: list[int], out_shapes: list[int],
-                 warmup_epochs: int = 20, stu_preact: bool = False, student_relu: bool = True):
+                 warmup_epochs: int = 20):
         super().__init__()
         self.shapes, self.out_shapes = list(shapes), list(out_shapes)
         self.warmup_epochs = warmup_epochs
-        self.stu_preact, self.student_relu = stu_preact, student_relu
         mid_channel = min(MAX_MID_CHANNEL, in_channels[-1])
         last = len(in_channels) - 1
         abfs = [ABF(c_in, mid_channel, c_out, i < last) for i, (c_in, c_out) in
@@ -144,10 +137,7 @@ class ReviewKD(DistillMethod):
         self.abfs = nn.ModuleList(abfs[::-1])  # deepest (the pooled level, no fusion) first, as mdistiller
 
     def student_levels(self, feat_s: list[Tensor]) -> list[Tensor]:
-        levels = _levels(feat_s, len(self.abfs) - 1)
-        if self.student_relu and not self.stu_preact:
-            levels[:-1] = [F.relu(f) for f in levels[:-1]]
-        return levels
+        return _levels(feat_s, len(self.abfs) - 1)
 
     def review(self, levels: list[Tensor]) -> list[Tensor]:
         """The ABF outputs for the student's levels (shallowest first), fused from the deepest up."""
@@ -181,10 +171,13 @@ def build(ctx: MethodContext) -> ReviewKD:
     warmup = opt.reviewkd_warmup if opt.reviewkd_warmup is not None else (1 if imagenet else 20)
     if warmup < 0:
         raise ValueError(f"--reviewkd_warmup must not be negative, got {warmup}")
-    stu_preact = opt.reviewkd_stu_preact if opt.reviewkd_stu_preact is not None else imagenet
     layout = review_layout(ctx.feat_s, ctx.feat_t)
-    return ReviewKD(layout.in_channels, layout.out_channels, layout.shapes, layout.out_shapes, warmup_epochs=warmup,
-                    stu_preact=stu_preact, student_relu=not isinstance(ctx.student, NO_RELU_STUDENTS))
+    return ReviewKD(layout.in_channels, layout.out_channels, layout.shapes, layout.out_shapes, warmup_epochs=warmup)
+
+
+def student_preact(opt: argparse.Namespace) -> bool:
+    """mdistiller's STU_PREACT: off in its CIFAR configs, on in its ImageNet ones; the flag overrides."""
+    return opt.reviewkd_stu_preact if opt.reviewkd_stu_preact is not None else imagenet_recipe(opt)
 
 
 register(
@@ -194,6 +187,7 @@ register(
         # mdistiller configs/cifar100/reviewkd.yaml: CE 1, REVIEWKD_WEIGHT 5 (ImageNet R34 -> R18: 1, R50 -> MV1: 8)
         weights=Weights(gamma=1.0, alpha=0.0, beta=5.0),
         preact=True,
+        student_preact=student_preact,
         add_args=add_args,
         run_tag=given_flags_tag(reviewkd_warmup=None, reviewkd_stu_preact=None),
         summary="knowledge review: attention-based fusion of the student's levels, hierarchical context loss "

@@ -218,7 +218,12 @@ class MethodSpec:
     weights: Weights
     summary: str
     aliases: tuple[str, ...] = ()
+    #: both networks' features taken before their last ReLU (RepDistiller's ``preact``)
     preact: bool = False
+    #: the student's taps when they differ from ``preact`` (None: the same); a function of the options when a
+    #: flag decides it (ReviewKD's --reviewkd_stu_preact, mdistiller's STU_PREACT). Read it through
+    #: :meth:`preact_student`.
+    student_preact: bool | Callable[[argparse.Namespace], bool] | None = None
     uses_features: bool = True
     #: the loader supplies each sample's index and CRD contrast indices; a function of the options
     #: when a flag decides it (RRD's --memory_type momentum): read it through :meth:`wants_contrast`
@@ -242,6 +247,12 @@ class MethodSpec:
     #: text the run folder name gains after the weights, so that variants of one method chosen by its
     #: own flags (``--memory_type``, MLKD's ``-d``) do not share a folder; see :func:`flag_tag`
     run_tag: Callable[[argparse.Namespace], str] | None = None
+
+    def preact_student(self, opt: argparse.Namespace) -> bool:
+        """Whether this run's student features are its pre-activation ones (the teacher's are ``preact``)."""
+        if self.student_preact is None:
+            return self.preact
+        return bool(self.student_preact(opt)) if callable(self.student_preact) else self.student_preact
 
     def wants_contrast(self, opt: argparse.Namespace) -> bool:
         """Whether this run's loader must supply indices and contrast indices (the "crd" variant)."""

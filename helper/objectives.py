@@ -25,15 +25,17 @@ def _as_float(tensors: list[Tensor]) -> list[Tensor]:
 
 
 def forward_pair(student: nn.Module, teacher: FrozenTeacher, x: Tensor, spec: MethodSpec,
-                 autocast: Autocast) -> tuple[list[Tensor], Tensor, list[Tensor], Tensor]:
+                 autocast: Autocast, student_preact: bool) -> tuple[list[Tensor], Tensor, list[Tensor], Tensor]:
     """Both networks on one batch, every output in float32 for the losses.
 
-    With ``spec.teacher_graph`` the teacher's outputs stay attached to its graph (see ``graph_t``)."""
+    The teacher taps ``spec.preact`` features, the student ``student_preact`` ones (see
+    ``MethodSpec.preact_student``). With ``spec.teacher_graph`` the teacher's outputs stay attached to its
+    graph (see ``graph_t``)."""
     if spec.input_grad or spec.teacher_graph:
         x.requires_grad_(True)
     with autocast():
         if spec.uses_features:
-            feat_s, logit_s = student(x, is_feat=True, preact=spec.preact)
+            feat_s, logit_s = student(x, is_feat=True, preact=student_preact)
             feat_t, logit_t = teacher(x, is_feat=True, preact=spec.preact, input_grad=spec.teacher_graph)
         else:
             feat_s, logit_s = [], student(x)
@@ -97,8 +99,10 @@ class DistillObjective(_Schedule):
     term_names = ("cls", "div", "kd")
 
     def __init__(self, student: nn.Module, teacher: FrozenTeacher, method: DistillMethod, spec: MethodSpec,
-                 weights: Weights, kd_T: float, autocast: Autocast, logit_standardization: bool = False):
+                 weights: Weights, kd_T: float, autocast: Autocast, logit_standardization: bool = False,
+                 student_preact: bool | None = None):
         self.student, self.teacher, self.method, self.spec = student, teacher, method, spec
+        self.student_preact = spec.preact if student_preact is None else student_preact
         self.weights = {"cls": weights.gamma, "div": weights.alpha, "kd": weights.beta, **method.extra_weights}
         self.autocast = autocast
         self.criterion_cls = nn.CrossEntropyLoss()
@@ -114,7 +118,7 @@ class DistillObjective(_Schedule):
         batch = self.method.prepare_batch(batch)
         if batch is None:
             return None
-        feats = forward_pair(self.student, self.teacher, batch[0], self.spec, self.autocast)
+        feats = forward_pair(self.student, self.teacher, batch[0], self.spec, self.autocast, self.student_preact)
         distill_batch = _distill_batch(batch, feats, self.nets, self, self.spec.teacher_graph)
         logits, terms = self.method.loss_terms(distill_batch, self.criterion_cls, self.criterion_div)
         total = sum(self.weights[name] * value for name, value in terms.items())
@@ -138,8 +142,9 @@ class InitObjective(_Schedule):
     term_names = ("init",)
 
     def __init__(self, student: nn.Module, teacher: FrozenTeacher, spec: MethodSpec, stage: InitStage,
-                 autocast: Autocast):
+                 autocast: Autocast, student_preact: bool | None = None):
         self.student, self.teacher, self.spec, self.stage = student, teacher, spec, stage
+        self.student_preact = spec.preact if student_preact is None else student_preact
         self.autocast = autocast
         self.nets = Networks(getattr(student, "module", student), teacher, autocast)
 
@@ -153,6 +158,6 @@ class InitObjective(_Schedule):
             self.student.get_feat_modules().train()
 
     def __call__(self, batch: list[Tensor]) -> StepResult:
-        feats = forward_pair(self.student, self.teacher, batch[0], self.spec, self.autocast)
+        feats = forward_pair(self.student, self.teacher, batch[0], self.spec, self.autocast, self.student_preact)
         loss = self.stage.loss(_distill_batch(batch, feats, self.nets, self, self.spec.teacher_graph))
         return feats[1], {"init": loss}, loss

@@ -87,11 +87,13 @@ python train_student.py --path_t ./save/models/resnet32x4_vanilla/ckpt_epoch_240
 python train_student.py --path_t ./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth --distill kd --model_s resnet8x4 -r 0.1 -a 0.9 -b 0 --optimizer dot --trial 1 "$@"
 # DKD (mdistiller's beta 8, T 4, warm-up 20 picked from the pair)
 python train_student.py --path_t ./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth --distill dkd --model_s resnet8x4 -r 1 -a 0 -b 1 --trial 1 "$@"
+# DKD with logit standardisation (Sun et al. 2024): the reference's alpha and beta x9, DKD's T = base temperature 2
+python train_student.py --path_t ./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth --distill dkd --model_s resnet8x4 -r 1 -a 0 -b 1 --dkd_alpha 9 --dkd_beta 72 --dkd_T 2 --logit_standardization --trial 1 "$@"
 # ReviewKD
 python train_student.py --path_t ./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth --distill reviewkd --model_s resnet8x4 -r 1 -a 0 -b 5 --trial 1 "$@"
 # DIST
 python train_student.py --path_t ./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth --distill dist --model_s resnet8x4 -r 1 -a 0 -b 2 --trial 1 "$@"
-# MLLD (official recipe: lr 0.025, weight decay 1e-4)
-python train_student.py --path_t ./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth --distill mlld --model_s resnet8x4 -r 0.1 -a 0 -b 0.9 --learning_rate 0.025 --weight_decay 1e-4 --trial 1 "$@"
+# MLLD (official recipe: lr 0.025; weight decay 5e-4, the default)
+python train_student.py --path_t ./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth --distill mlld --model_s resnet8x4 -r 0.1 -a 0 -b 0.9 --learning_rate 0.025 --trial 1 "$@"
 # DML (no teacher: resnet8x4 and a resnet32x4 peer trained together from scratch)
 python train_student.py --distill dml --model_s resnet8x4 --model_t resnet32x4 -r 1 -a 0 -b 1 --trial 1 "$@"

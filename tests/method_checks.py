@@ -33,14 +33,14 @@ def make_opt(**overrides) -> argparse.Namespace:
 def build_method(name: str, student: nn.Module, teacher: nn.Module, size: int = 16, n_data: int = 64,
                  num_classes: int = 10, **opt) -> DistillMethod:
     """As the trainer: one dummy forward of both nets in eval mode, then ``spec.build``."""
-    spec = get_method(name)
+    spec, options = get_method(name), make_opt(**opt)
     student.eval()
     teacher.eval()
     with torch.no_grad():
         dummy = torch.randn(2, 3, size, size)
-        feat_s, logit_s = student(dummy, is_feat=True, preact=spec.preact)
+        feat_s, logit_s = student(dummy, is_feat=True, preact=spec.preact_student(options))
         feat_t, logit_t = teacher(dummy, is_feat=True, preact=spec.preact)
-    ctx = MethodContext(student, teacher, feat_s, feat_t, logit_s, logit_t, make_opt(**opt), n_data, num_classes)
+    ctx = MethodContext(student, teacher, feat_s, feat_t, logit_s, logit_t, options, n_data, num_classes)
     return spec.build(ctx)
 
 
@@ -81,7 +81,7 @@ def check_one_step(name: str, student_arch: str = "resnet8", teacher_arch: str =
     params = [*student.parameters(), *method.main_parameters()]
     optimizer = torch.optim.SGD(params, lr=0.1)
     x = torch.randn(batch, 3, size, size).to(memory_format=torch.channels_last)
-    feat_s, logit_s = student(x, is_feat=True, preact=spec.preact)
+    feat_s, logit_s = student(x, is_feat=True, preact=spec.preact_student(make_opt(**opt)))
     feat_t, logit_t = teacher(x, is_feat=True, preact=spec.preact)
     loss = method(DistillBatch(feat_s, feat_t, logit_s, logit_t, torch.randint(0, 10, (batch,))))
     assert loss.dim() == 0 and math.isfinite(loss.item())

@@ -1,20 +1,26 @@
 """ReviewKD: HCL and one ABF by hand, the layout derived for any pair against mdistiller's and the authors'
-hand-written ones, the student's post-activation maps recovered from the shared pre-activation pass,
+hand-written ones, each network's own taps (the teacher's pre-activation maps, the student's STU_PREACT ones),
 the warm-up, gradients into the student and the ABFs (never the teacher), defaults, a real run."""
 
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
 import torch
-from method_checks import batch_of, build_method, check_e2e, check_one_step, nets, synthetic_ctx
+from method_checks import batch_of, build_method, check_e2e, check_one_step, make_opt, nets, synthetic_ctx
 
 import train_student
 from distiller_zoo.registry import DistillBatch, Weights, get_method
-from distiller_zoo.ReviewKD import ABF, NO_RELU_STUDENTS, ReviewKD, hcl_loss, review_layout
+from distiller_zoo.ReviewKD import ABF, ReviewKD, hcl_loss, review_layout
+from helper.objectives import DistillObjective
+from helper.teacher import FrozenTeacher
 from models import IMAGENET_MODELS, build_model, model_dict
+from models.mobilenetv2 import MobileNetV2
+from models.mobilenetv2_imagenet import MobileNetV2 as MobileNetV2Imagenet
+from models.wrn import WideResNet
 
 # one model per family (class) of models.model_dict
 FAMILIES = ["resnet8", "ResNet50", "wrn_16_1", "vgg8", "MobileNetV2", "ShuffleV1", "ShuffleV2", "ResNet18",
@@ -105,29 +111,64 @@ def test_families_cover_the_model_zoo():
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_relu_of_the_preact_maps_is_the_students_post_activation_map(name):
-    """What the shared pre-activation pass gives the student, through the method's rule, is mdistiller's
-    ``feats`` map: ReLU(pre) equals the post map (ShuffleV2: up to a fixed channel order, which the ABF's
-    1x1 conv absorbs); MobileNetV2s ignore ``preact``; WRN (no post-activation map) keeps its BN'd map."""
+def test_relu_of_the_preact_maps_is_the_post_activation_map(name):
+    """Why the student needs its own switch: only some networks' post-activation maps are the ReLU of their
+    pre-activation ones (ShuffleV2: up to a fixed channel order). MobileNetV2s ignore ``preact``, and a
+    WRN's pre-activation map is its residual sum through the next BatchNorm, not the sum mdistiller feeds."""
     size = 64 if name in IMAGENET_MODELS else 32
     pre, post = features(name, size, preact=True), features(name, size, preact=False)
     model = build_model(name, 10)
     for p, q in zip(pre[1:-1], post[1:-1], strict=True):
-        if isinstance(model, NO_RELU_STUDENTS):
-            same = torch.equal(p, q)
-            assert same == (not name.startswith("wrn")), name
+        if isinstance(model, (MobileNetV2, MobileNetV2Imagenet)):
+            assert torch.equal(p, q), name
+        elif isinstance(model, WideResNet):
+            assert not torch.allclose(torch.relu(p), q), name
         else:
             assert torch.allclose(torch.relu(p).sort(dim=1).values, q.sort(dim=1).values, atol=1e-6), name
 
 
-def test_student_taps_relu_unless_preact_asked():
-    f_s = [torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8), torch.randn(2, 4)]
-    relu = ReviewKD([4, 4], [4, 4], [1, 8], [1, 8]).student_levels(f_s)
-    assert torch.equal(relu[0], torch.relu(f_s[1])) and torch.equal(relu[1][:, :, 0, 0], f_s[2])
-    assert torch.equal(ReviewKD([4, 4], [4, 4], [1, 8], [1, 8], stu_preact=True).student_levels(f_s)[0], f_s[1])
-    assert torch.equal(ReviewKD([4, 4], [4, 4], [1, 8], [1, 8], student_relu=False).student_levels(f_s)[0], f_s[1])
-    assert build_method("reviewkd", *nets("wrn_16_1", "resnet20")).student_relu is False
-    assert build_method("reviewkd", *nets("resnet8", "resnet20")).student_relu is True
+def test_each_network_has_its_own_switch():
+    """mdistiller: teacher taps pre-activation, the student STU_PREACT (False on CIFAR, True on ImageNet)."""
+    spec = get_method("reviewkd")
+    assert spec.preact
+    assert spec.preact_student(make_opt()) is False
+    assert spec.preact_student(make_opt(dataset="imagenet")) is True
+    assert spec.preact_student(make_opt(reviewkd_stu_preact=True)) is True
+    assert spec.preact_student(make_opt(dataset="imagenet", reviewkd_stu_preact=False)) is False
+    assert get_method("kd").preact_student(make_opt()) is False and get_method("ofd").preact_student(make_opt())
+
+
+@pytest.mark.parametrize("student_arch", ["wrn_16_1", "resnet8"])
+def test_the_objective_feeds_the_students_own_maps_and_the_teachers_preact_maps(student_arch):
+    """Through the trainer's objective, a WRN student gives its raw residual sums (mdistiller's default for
+    every pair; the old shared switch gave them through the next BatchNorm) and the teacher its
+    pre-activation maps."""
+    torch.manual_seed(0)
+    student, teacher = nets(student_arch, "resnet20")
+    method = build_method("reviewkd", student, teacher, size=16)
+    spec = get_method("reviewkd")
+    frozen = FrozenTeacher(teacher.eval().requires_grad_(False), preact=True)
+    objective = DistillObjective(student, frozen, method, spec, Weights(0, 0, 1), 4.0, nullcontext,
+                                 student_preact=spec.preact_student(make_opt()))
+    seen = {}
+    original = method.forward
+
+    def spy(batch):
+        seen["feat_s"], seen["feat_t"] = batch.feat_s, batch.feat_t
+        return original(batch)
+
+    method.forward = spy
+    x = torch.randn(2, 3, 16, 16)
+    student.eval()
+    method.eval()
+    with torch.no_grad():
+        own, _ = student(x, is_feat=True, preact=False)
+        pre_t, _ = teacher(x, is_feat=True, preact=True)
+        objective([x, torch.zeros(2, dtype=torch.long)])
+    for got, want in zip(seen["feat_s"], own, strict=True):
+        assert torch.allclose(got, want)
+    for got, want in zip(seen["feat_t"], pre_t, strict=True):
+        assert torch.allclose(got, want, atol=1e-5)
 
 
 # ----- the losses by hand -------------------------------------------------------------------------
@@ -205,9 +246,9 @@ def test_method_is_warmed_up_hcl_of_the_review():
     method = build_method("reviewkd", student, teacher, size=16).eval()
     x = torch.randn(3, 3, 16, 16)
     with torch.no_grad():
-        f_s, l_s = student.eval()(x, is_feat=True, preact=True)
+        f_s, l_s = student.eval()(x, is_feat=True, preact=False)
         f_t, l_t = teacher.eval()(x, is_feat=True, preact=True)
-        review = method.review([torch.relu(f_s[1]), torch.relu(f_s[2]), torch.relu(f_s[3]), f_s[4][:, :, None, None]])
+        review = method.review([f_s[1], f_s[2], f_s[3], f_s[4][:, :, None, None]])
         full = hcl_loss(review, [f_t[1], f_t[2], f_t[3], f_t[4][:, :, None, None]]).item()
         for epoch, ramp in ((1, 0.05), (10, 0.5), (20, 1.0), (200, 1.0)):
             got = method(DistillBatch(f_s, f_t, l_s, l_t, torch.zeros(3, dtype=torch.long), epoch=epoch)).item()
@@ -223,13 +264,9 @@ def test_defaults_and_flags():
     assert spec.preact and spec.uses_features
     assert (opt.reviewkd_warmup, opt.reviewkd_stu_preact) == (None, None)
     student, teacher = nets()
-    method = build_method("reviewkd", student, teacher)
-    assert (method.warmup_epochs, method.stu_preact) == (20, False)
-    method = build_method("reviewkd", student, teacher, dataset="imagenet")
-    assert (method.warmup_epochs, method.stu_preact) == (1, True)
-    method = build_method("reviewkd", student, teacher, dataset="imagenet", reviewkd_warmup=3,
-                          reviewkd_stu_preact=False)
-    assert (method.warmup_epochs, method.stu_preact) == (3, False)
+    assert build_method("reviewkd", student, teacher).warmup_epochs == 20
+    assert build_method("reviewkd", student, teacher, dataset="imagenet").warmup_epochs == 1
+    assert build_method("reviewkd", student, teacher, dataset="imagenet", reviewkd_warmup=3).warmup_epochs == 3
     opt, _ = train_student.parse_option(["--path_t", "t.pth", "--distill", "reviewkd", "--reviewkd_stu_preact"])
     assert opt.reviewkd_stu_preact is True
     with pytest.raises(ValueError, match="reviewkd_warmup"):
@@ -247,7 +284,7 @@ def test_bf16_autocast_features():
     method = build_method("reviewkd", student, teacher, size=16)
     x = torch.randn(2, 3, 16, 16).to(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        f_s, l_s = student(x, is_feat=True, preact=True)
+        f_s, l_s = student(x, is_feat=True, preact=False)
         f_t, l_t = teacher(x, is_feat=True, preact=True)
     f_s, f_t = [f.float() for f in f_s], [f.float() for f in f_t]
     loss = method(batch_of(f_s, f_t))
