@@ -12,7 +12,9 @@ from .folder import build_folder
 from .imagenet import build_imagenet
 from .loaders import make_train_loader, make_val_loader
 from .sampling import ContrastSampleDataset, InstanceDataset
+from .stl10 import build_stl10
 from .synthetic import build_synthetic
+from .tinyimagenet import build_tinyimagenet
 
 DATASETS: dict[str, Callable[[argparse.Namespace], DataBundle]] = {
     "cifar100": build_cifar100,
@@ -20,6 +22,8 @@ DATASETS: dict[str, Callable[[argparse.Namespace], DataBundle]] = {
     "synthetic": build_synthetic,
     "folder": build_folder,
     "imagenet": build_imagenet,
+    "tinyimagenet": build_tinyimagenet,  # mdistiller's Tiny-ImageNet distillation setting
+    "stl10": build_stl10,  # the distillers' transfer set, trainable too
 }
 
 __all__ = ["DATASETS", "ArrayDataset", "ContrastSampleDataset", "DataBundle", "DatasetUnavailable",
@@ -32,7 +36,7 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dataset", default="cifar100", help=f"one of {', '.join(DATASETS)}")
     group.add_argument("--data_folder", default="./data", help="where datasets live (and are downloaded to)")
     group.add_argument("--image_size", type=int, default=None,
-                       help="folder/imagenet input size (default: first image's / 224)")
+                       help="folder/imagenet/tinyimagenet/stl10 input size (default: first image's / 224 / 64 / 96)")
     group.add_argument("--syn_classes", type=int, default=100, help="synthetic: number of classes")
     group.add_argument("--syn_train_size", type=int, default=5000, help="synthetic: training images")
     group.add_argument("--syn_val_size", type=int, default=1000, help="synthetic: validation images")

@@ -4,6 +4,11 @@
 Unzipped, the train images sit in ``train/<wnid>/images/`` and the val images all in ``val/images/``,
 their classes listed in ``val/val_annotations.txt``; ``scripts/get_tinyimagenet.sh`` arranges both
 into ``<split>/<wnid>/`` class folders. Either layout gives the same samples and labels.
+
+Training follows mdistiller's Tiny-ImageNet pipeline (``mdistiller/dataset/tiny_imagenet.py``, the one
+its ResNet18 teacher was trained with): a random rotation of up to 20 degrees and a horizontal flip at
+the native 64 px, no crop, normalised by its mean and std; testing normalises alone. transfer_student.py
+replaces these transforms with the linear probe's (``dataset.transfer.probe_bundle``).
 """
 
 from __future__ import annotations
@@ -13,14 +18,15 @@ import os
 from collections.abc import Callable
 
 from torch.utils.data import Dataset
-from torchvision import datasets
+from torchvision import datasets, transforms
 from torchvision.datasets.folder import default_loader
 
-from .base import DataBundle, DatasetUnavailable, Stats, crop_flip_transforms
+from .base import DataBundle, DatasetUnavailable, Stats
 from .folder import open_image_folders
 
-MEAN: Stats = (0.4802, 0.4481, 0.3975)
-STD: Stats = (0.2770, 0.2691, 0.2821)
+MEAN: Stats = (0.4802, 0.4481, 0.3975)  # mdistiller's normalisation, which its teachers expect
+STD: Stats = (0.2302, 0.2265, 0.2262)
+ROTATION_DEGREES = 20
 NATIVE = 64
 FOLDER = "tiny-imagenet-200"
 ANNOTATIONS = "val_annotations.txt"
@@ -71,8 +77,17 @@ def _where(data_folder: str) -> str:
             f"http://cs231n.stanford.edu/) or unzip tiny-imagenet-200.zip into {os.path.abspath(data_folder)}/")
 
 
+def mdistiller_transforms(size: int) -> tuple[transforms.Compose, transforms.Compose]:
+    """mdistiller's train (rotation, flip) and test pipelines; resized first when ``size`` is not 64."""
+    resize = [] if size == NATIVE else [transforms.Resize(size), transforms.CenterCrop(size)]
+    tail = [transforms.ToTensor(), transforms.Normalize(MEAN, STD)]
+    train = transforms.Compose([*resize, transforms.RandomRotation(ROTATION_DEGREES),
+                                transforms.RandomHorizontalFlip(0.5), *tail])
+    return train, transforms.Compose([*resize, *tail])
+
+
 def build_tinyimagenet(opt: argparse.Namespace) -> DataBundle:
-    """Both splits at ``--image_size`` (default 64): resized, then the pad-and-crop and flip of CIFAR."""
+    """Both splits at ``--image_size`` (default 64), with mdistiller's pipeline."""
     root = dataset_root(opt.data_folder)
     unarranged = os.path.isfile(os.path.join(root, "val", ANNOTATIONS)) and os.path.isdir(
         os.path.join(root, "val", "images"))
@@ -88,6 +103,6 @@ def build_tinyimagenet(opt: argparse.Namespace) -> DataBundle:
     else:
         train, val = open_image_folders("tinyimagenet", root)
     size = opt.image_size or NATIVE
-    train.transform, val.transform = crop_flip_transforms(size, MEAN, STD, fit=True)
+    train.transform, val.transform = mdistiller_transforms(size)
     return DataBundle(name="tinyimagenet", train=train, val=val, num_classes=len(train.classes), image_size=size,
                       mean=MEAN, std=STD)

@@ -1,31 +1,15 @@
-"""The transfer data sets (STL-10, Tiny-ImageNet-200) beside the training ones, and the linear probe's
-input pipeline: every image resized to the network's input size, then padded-cropped and flipped."""
+"""The linear probe's input pipeline: every image resized to the network's input size, then padded-cropped
+and flipped. Its data sets (STL-10, Tiny-ImageNet-200 and the rest) are the training ones."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-from collections.abc import Callable
 
 from . import DATASETS, build_data
 from .base import DataBundle, crop_flip_transforms
-from .stl10 import build_stl10
-from .tinyimagenet import build_tinyimagenet
 
-EXTRA_DATASETS: dict[str, Callable[[argparse.Namespace], DataBundle]] = {
-    "stl10": build_stl10,
-    "tinyimagenet": build_tinyimagenet,
-}
-ALL_DATASETS = (*DATASETS, *EXTRA_DATASETS)
-
-
-def build_any(opt: argparse.Namespace) -> DataBundle:
-    """The bundle for ``opt.dataset``, a training data set or a transfer one."""
-    if opt.dataset in EXTRA_DATASETS:
-        return EXTRA_DATASETS[opt.dataset](opt)
-    if opt.dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {opt.dataset!r}; choose from {', '.join(ALL_DATASETS)}")
-    return build_data(opt)
+ALL_DATASETS = tuple(DATASETS)
+build_any = build_data  # every data set trains and transfers alike since Tiny-ImageNet and STL-10 joined DATASETS
 
 
 def probe_bundle(bundle: DataBundle, size: int) -> DataBundle:

@@ -14,6 +14,7 @@ from torch import nn
 from .mobilenetv1 import MobileNetV1
 from .mobilenetv2 import mobile_half
 from .mobilenetv2_imagenet import mobilenet_v2
+from .mobilenetv2_tinyimagenet import mobilenetv2_tinyimagenet
 from .resnet import (
     resnet8,
     resnet8x4,
@@ -27,7 +28,7 @@ from .resnet import (
     resnet110,
 )
 from .resnet_imagenet import resnet18, resnet34, resnet50
-from .resnetv2 import ResNet50
+from .resnetv2 import ResNet18_cifar, ResNet34_cifar, ResNet50
 from .ShuffleNetv1 import ShuffleV1
 from .ShuffleNetv2 import ShuffleV2
 from .shufflenetv2_imagenet import shufflenet_v2_x1_0
@@ -46,6 +47,9 @@ model_dict: dict[str, Callable[..., nn.Module]] = {
     "resnet8x4_double": resnet8x4_double,  # SemCKD's HKD auxiliary network
     "resnet32x4": resnet32x4,
     "ResNet50": ResNet50,
+    # resnetv2's basic-block ResNets: DAFL's/Fast-Datafree's CIFAR resnet18/34, mdistiller's Tiny-ImageNet teacher
+    "ResNet18_cifar": ResNet18_cifar,
+    "ResNet34_cifar": ResNet34_cifar,
     "wrn_16_1": wrn_16_1,
     "wrn_16_2": wrn_16_2,
     "wrn_40_1": wrn_40_1,
@@ -58,6 +62,7 @@ model_dict: dict[str, Callable[..., nn.Module]] = {
     "MobileNetV2": mobile_half,
     "ShuffleV1": ShuffleV1,
     "ShuffleV2": ShuffleV2,
+    "mobilenetv2_tinyimagenet": mobilenetv2_tinyimagenet,  # mdistiller's Tiny-ImageNet student (64 px)
     # ImageNet models (native input 224 px)
     "ResNet18": resnet18,
     "ResNet34": resnet34,

@@ -2,7 +2,8 @@
 
 RepDistiller's models call it ``fc``, ``linear`` or ``classifier`` (sometimes inside a Sequential with a
 Dropout); SRRL and SimKD reuse the teacher's, and the linear probe replaces the student's. The
-classifier is the ``nn.Linear`` that maps the pooled feature ``F[-1]`` to the logits.
+classifier is the ``nn.Linear`` (or a :class:`PointwiseClassifier`, a Linear stored as a 1x1 convolution)
+that maps the pooled feature ``F[-1]`` to the logits.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from . import IMAGENET_MODELS
+from .layers import PointwiseClassifier
 
 
 def find_classifier(model: nn.Module, pooled: Tensor, logits: Tensor) -> str:
@@ -19,7 +21,7 @@ def find_classifier(model: nn.Module, pooled: Tensor, logits: Tensor) -> str:
     Raises ValueError when no Linear of the model computes the logits from the pooled feature.
     """
     for name, module in reversed(list(model.named_modules())):
-        if not isinstance(module, nn.Linear):
+        if not isinstance(module, (nn.Linear, PointwiseClassifier)):
             continue
         if (module.in_features, module.out_features) != (pooled.shape[1], logits.shape[1]):
             continue

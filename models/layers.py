@@ -108,3 +108,23 @@ def run_stages(stages: Iterable[nn.Sequential], x: Tensor, preact: bool) -> tupl
         x, pre = last(x, with_preact=True)
         feats.append(pre if preact else x)
     return x, feats
+
+
+class PointwiseClassifier(nn.Conv2d):
+    """A classifier stored as a 1x1 convolution (mdistiller's Tiny-ImageNet MobileNetV2 ``conv2``: its keys and
+    shapes) that maps the pooled ``B x C`` vector to ``B x K`` logits, as a Linear does; so whatever finds or
+    replaces a network's classifier (SRRL, SimKD, the linear probe) treats it as one."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(in_features, out_features, 1)
+
+    @property
+    def in_features(self) -> int:
+        return self.in_channels
+
+    @property
+    def out_features(self) -> int:
+        return self.out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight.flatten(1), self.bias)

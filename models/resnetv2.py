@@ -1,6 +1,9 @@
-"""RepDistiller's CIFAR ResNet50 (``resnetv2.py``): 3x3 stem, no max-pool, bottleneck stages.
+"""RepDistiller's CIFAR ResNet50 (``resnetv2.py``): 3x3 stem, no max-pool, bottleneck stages; and the
+same file's basic-block ResNet18/34, which our zoo names ``ResNet18_cifar``/``ResNet34_cifar`` (the plain
+names are the ImageNet networks): DAFL's and Fast-Datafree's CIFAR ``resnet18``/``resnet34`` and mdistiller's
+Tiny-ImageNet ResNet18 teacher, with the same keys.
 
-Its keys differ from the torchvision-style ResNets (``shortcut`` instead of ``downsample``,
+Their keys differ from the torchvision-style ResNets (``shortcut`` instead of ``downsample``,
 ``linear`` instead of ``fc``), hence a separate class.
 """
 
@@ -26,10 +29,22 @@ class Bottleneck(resnet.Bottleneck):
         return self.shortcut(x)
 
 
-class ResNet(nn.Module):
-    """Four bottleneck stages (64/128/256/512 x4) at strides 1, 2, 2, 2, classifier ``linear``."""
+class BasicBlock(resnet.BasicBlock):
+    """The basic block with resnetv2's ``shortcut`` projection (empty Sequential when identity)."""
 
-    def __init__(self, num_blocks: list[int], num_classes: int = 10):
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__(in_planes, planes, stride)
+        projects = stride != 1 or in_planes != planes
+        self.shortcut = conv_bn(in_planes, planes, 1, stride) if projects else nn.Sequential()
+
+    def skip(self, x: Tensor) -> Tensor:
+        return self.shortcut(x)
+
+
+class ResNet(nn.Module):
+    """Four stages (64/128/256/512 x the block's expansion) at strides 1, 2, 2, 2, classifier ``linear``."""
+
+    def __init__(self, num_blocks: list[int], num_classes: int = 10, block: type = Bottleneck):
         super().__init__()
         self.conv1 = resnet.conv3x3(3, 64)
         self.bn1 = nn.BatchNorm2d(64)
@@ -38,8 +53,8 @@ class ResNet(nn.Module):
         for i, (planes, n, stride) in enumerate(widths_strides, start=1):
             blocks = []
             for s in [stride] + [1] * (n - 1):
-                blocks.append(Bottleneck(in_planes, planes, s))
-                in_planes = planes * Bottleneck.expansion
+                blocks.append(block(in_planes, planes, s))
+                in_planes = planes * block.expansion
             self.add_module(f"layer{i}", nn.Sequential(*blocks))
         self.linear = nn.Linear(in_planes, num_classes)
         init_weights(self)
@@ -67,3 +82,11 @@ class ResNet(nn.Module):
 
 def ResNet50(**kwargs) -> ResNet:
     return ResNet([3, 4, 6, 3], **kwargs)
+
+
+def ResNet18_cifar(**kwargs) -> ResNet:
+    return ResNet([2, 2, 2, 2], block=BasicBlock, **kwargs)
+
+
+def ResNet34_cifar(**kwargs) -> ResNet:
+    return ResNet([3, 4, 6, 3], block=BasicBlock, **kwargs)

@@ -18,6 +18,7 @@ import torchvision
 from torch import nn
 
 from models import IMAGENET_MODELS, build_model, model_dict
+from models.classifier import classifier_of
 from models.util import Connector as ABConnector
 from models.util import (
     ConnectorV2,
@@ -37,6 +38,7 @@ R16 = [(16, 32, 32), (16, 32, 32), (32, 16, 16), (64, 8, 8), (64,)]
 R64 = [(32, 32, 32), (64, 32, 32), (128, 16, 16), (256, 8, 8), (256,)]
 W2 = [(16, 32, 32), (32, 32, 32), (64, 16, 16), (128, 8, 8), (128,)]
 VGG = [(64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4), (512, 4, 4), (512,)]
+CIFAR_R18 = [(64, 32, 32), (64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4), (512,)]
 IMAGENET_R18 = [(64, 56, 56), (64, 56, 56), (128, 28, 28), (256, 14, 14), (512, 7, 7), (512,)]
 
 # name: (params, len(state_dict), is_feat shapes, feature indices changed by preact=True,
@@ -78,6 +80,14 @@ SPECS = {
     ),
     "ShuffleV2": (
         1_355_528, 338, [(24, 32, 32), (116, 16, 16), (232, 8, 8), (464, 4, 4), (1024,)], {1, 2, 3}, 5, None,
+    ),
+    # resnetv2's basic-block ResNets (DAFL's CIFAR resnet18/34: models.md's 11,220,132 / 21,328,292 at K=100)
+    "ResNet18_cifar": (11_220_132, 122, CIFAR_R18, {1, 2, 3, 4}, 6, [64, 128, 256, 512]),
+    "ResNet34_cifar": (21_328_292, 218, CIFAR_R18, {1, 2, 3, 4}, 6, [64, 128, 256, 512]),
+    # mdistiller's Tiny-ImageNet MobileNetV2 (1x1 stem with padding 1: 32 px -> 34 px); 2,497,480 at K=200
+    "mobilenetv2_tinyimagenet": (
+        2_369_380, 373, [(32, 34, 34), (24, 17, 17), (32, 9, 9), (64, 5, 5), (1280, 5, 5), (1280,)], set(), 9,
+        [24, 32, 64, 1280],
     ),
     "ResNet18": (11_689_512, 122, IMAGENET_R18, {1, 2, 3, 4}, 8, [64, 128, 256, 512]),
     "ResNet34": (21_797_672, 218, IMAGENET_R18, {1, 2, 3, 4}, 8, [64, 128, 256, 512]),
@@ -171,7 +181,8 @@ def test_model_dict_names() -> None:
         "vgg16", "vgg19", "MobileNetV2", "ShuffleV1", "ShuffleV2",
     }
     semckd_names = {"resnet8x4_double"}
-    assert set(model_dict) == rd_names | semckd_names | IMAGENET_MODELS == set(SPECS)
+    mdistiller_and_dafl_names = {"ResNet18_cifar", "ResNet34_cifar", "mobilenetv2_tinyimagenet"}
+    assert set(model_dict) == rd_names | semckd_names | mdistiller_and_dafl_names | IMAGENET_MODELS == set(SPECS)
     assert IMAGENET_MODELS == {
         "ResNet18", "ResNet34", "ResNet50_Imagenet", "MobileNetV1", "MobileNetV2_Imagenet",
         "ShuffleV2_Imagenet",
@@ -220,7 +231,7 @@ def test_helper_methods(name: str) -> None:
     model = _model(name)
     feat_modules = model.get_feat_modules()
     assert isinstance(feat_modules, nn.ModuleList) and len(feat_modules) == n_feat_modules
-    classifier = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    classifier = model.get_submodule(classifier_of(model, 224 if name in IMAGENET_MODELS else 32))
     assert all(p is not q for p in classifier.parameters() for q in feat_modules.parameters())
     if bn_channels is None:
         with pytest.raises(NotImplementedError):
