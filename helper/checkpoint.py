@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -73,7 +74,8 @@ def safe_load(path: str | Path) -> dict:
 
 
 def state_dict_of(checkpoint: dict, path: str | Path) -> dict:
-    """The weights in a checkpoint: RepDistiller's ``model``, or ``state_dict``/``net`` of other repos."""
+    """The weights in a checkpoint: RepDistiller's ``model``, or ``state_dict``/``net`` of other repos
+    (KD-Zoo's ``net``, saved from DataParallel with its own ResNet key names: see :func:`kdzoo_resnet_keys`)."""
     for key in ("model", "state_dict", "net"):
         if isinstance(checkpoint.get(key), dict):
             state = checkpoint[key]
@@ -85,7 +87,19 @@ def state_dict_of(checkpoint: dict, path: str | Path) -> dict:
             raise UserError(f"{path} has no 'model' state_dict (keys: {', '.join(map(str, checkpoint))})")
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}  # saved from (Distributed)DataParallel
-    return state
+    return kdzoo_resnet_keys(state)
+
+
+_KDZOO_STAGE = re.compile(r"^res(\d+)\.")
+
+
+def kdzoo_resnet_keys(state: dict) -> dict:
+    """Knowledge-Distillation-Zoo's CIFAR ResNets (its network.py: stages ``res1``-``res3``, shortcut ``ds``)
+    under RepDistiller's names (``layer1``-``layer3``, ``downsample``): the same blocks in the same order, so
+    its resnet20/resnet110 files load strictly into ours (other state dicts pass through unchanged)."""
+    if not any(_KDZOO_STAGE.match(k) for k in state) or any(k.startswith("layer1.") for k in state):
+        return state
+    return {_KDZOO_STAGE.sub(r"layer\1.", k).replace(".ds.", ".downsample."): v for k, v in state.items()}
 
 
 def _preview(keys: list[str], limit: int = 4) -> str:
