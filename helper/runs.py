@@ -10,6 +10,7 @@ import json
 import math
 import re
 import statistics
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,20 @@ STUDENT_FOLDER = re.compile(
     r"_r[:~](?P<r>[^_]+)_a[:~](?P<a>[^_]+)_b[:~](?P<b>[^_]+)(?P<tags>(?:" + _VARIANT_TAG + r")*)_(?P<trial>.+)$")
 TEACHER_FOLDER = re.compile(
     r"^(?P<model>.+)_(?P<dataset>[^_]+)_lr_(?P<lr>[^_]+)_decay_(?P<wd>[^_]+)_trial_(?P<trial>.+)$")
-RUN_FILES = ("config.json", "results.json", "metrics.jsonl", "ckpt_last.pth")
+FAILED_FILE = "failed.json"  # helper.trainer writes it when a non-finite loss stops a run (exit 3)
+RUN_FILES = ("config.json", "results.json", "metrics.jsonl", "ckpt_last.pth", FAILED_FILE)
+# Options that do not change what a run computes (bookkeeping, paths, loaders, where and how fast it ran)
+# and those that tell trials apart (trial, seed): runs that differ only in these are trials of one set-up.
+NOT_SETUP = frozenset({
+    "trial", "seed", "print_freq", "save_freq", "tb_freq", "num_workers", "device", "resume", "overwrite",
+    "config", "data_folder", "path_t", "loader", "compile", "compile_mode", "channels_last", "gpu_id", "rank",
+    "dist_url", "dist_backend", "multiprocessing_distributed", "nproc_per_node", "world_size",
+    "model_path", "tb_path", "model_name", "save_folder", "tb_folder",
+})
+
+
+class UnreadableRun(ValueError):
+    """A run folder whose files cannot be what a run writes (binary metrics, a config that is no mapping)."""
 
 
 @dataclass
@@ -30,7 +44,8 @@ class Run:
     """One run folder, as far as it could be read."""
 
     folder: Path
-    kind: str  # "student" (train_student.py) or "vanilla" (train_teacher.py: a model on the labels alone)
+    kind: str  # "student" (train_student.py), "vanilla" (train_teacher.py: a model on the labels alone)
+    #          or "transfer" (transfer_student.py: a linear probe of a student)
     source: str  # "ours", "ours (no config.json)" or "RepDistiller checkpoints"
     status: str = "finished"  # "finished", "unfinished" or "failed"
     model: str | None = None  # the student, or the model a vanilla run trains
@@ -107,14 +122,28 @@ def _read_json(path: Path) -> Any:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl rows; a half-written last line (a run killed mid-write) is left out."""
+    """metrics.jsonl rows; a half-written last line (a run killed mid-write) is left out.
+
+    Raises UnreadableRun for what no run writes: bytes that are not text, rows that are not objects or
+    carry no whole-number epoch.
+    """
+    if not path.exists():
+        return []
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise UnreadableRun(f"{path.name} is not text") from None
     rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(row, dict):
+            raise UnreadableRun(f"{path.name} line {number} is not a JSON object")
+        if not isinstance(row.get("epoch"), int) or isinstance(row["epoch"], bool):
+            raise UnreadableRun(f"{path.name} line {number} has no whole-number epoch")
+        rows.append(row)
     return rows
 
 
@@ -159,7 +188,10 @@ def _describe(run: Run) -> None:
     opt = run.options
     student = STUDENT_FOLDER.match(run.folder.name)
     vanilla = TEACHER_FOLDER.match(run.folder.name)
-    if "model_s" in opt or (student and "model" not in opt):
+    if "path_s" in opt:  # transfer_student.py: the student's backbone frozen, a new head trained
+        run.kind, run.model, run.method = "transfer", opt.get("model_s"), "linear probe"
+        run.trial, run.dataset = str(opt.get("trial", "")), opt.get("dataset")
+    elif "model_s" in opt or (student and "model" not in opt):
         run.kind = "student"
         run.model = opt.get("model_s") or student["student"]
         run.teacher = opt.get("model_t") or (student["teacher"] if student else None)
@@ -203,40 +235,68 @@ def _figures_from_checkpoints(run: Run) -> None:
         run.note = "last-epoch accuracy not stored (no ckpt_epoch_<epochs>.pth)"
 
 
+def _read_config(folder: Path) -> dict[str, Any] | None:
+    """config.json when there is one; UnreadableRun when it is not the mapping train_*.py write."""
+    path = folder / "config.json"
+    if not path.exists():
+        return None
+    config = _read_json(path)
+    if not isinstance(config, dict):
+        raise UnreadableRun("config.json is not a JSON object")
+    for section in ("options", "teacher"):
+        if not isinstance(config.get(section) or {}, dict):
+            raise UnreadableRun(f"config.json's '{section}' is not a mapping")
+    return config
+
+
+def _check_names(run: Run) -> None:
+    for name in ("model", "teacher", "dataset", "method", "trial"):
+        if not isinstance(getattr(run, name), (str, type(None))):
+            raise UnreadableRun(f"its {name} is {getattr(run, name)!r}, not a name")
+
+
 def read_run(folder: str | Path) -> Run:
-    """Everything summarize and plot_runs need from one run folder."""
+    """Everything summarize and plot_runs need from one run folder; UnreadableRun for a corrupt one."""
     folder = Path(folder)
-    config = _read_json(folder / "config.json")
+    config = _read_config(folder)
     has_ours = (folder / "results.json").exists() or (folder / "metrics.jsonl").exists()
     source = "ours" if config else ("ours (no config.json)" if has_ours else "RepDistiller checkpoints")
     run = Run(folder=folder, kind="student", source=source)
-    if isinstance(config, dict):
+    if config is not None:
         run.config = config
         run.options = dict(config.get("options") or {})
         run.teacher_acc = scalar((config.get("teacher") or {}).get("test_acc"))
     else:
         run.options = _options_from_checkpoints(folder)
     _describe(run)
+    _check_names(run)
     run.rows = read_metrics(folder / "metrics.jsonl")
     main_rows = [r for r in run.rows if r.get("stage", "main") == "main"]
     times = [r["epoch_time"] for r in main_rows if finite(scalar(r.get("epoch_time")))]
     run.epoch_time = statistics.median(times) if times else None
     results = _read_json(folder / "results.json")
-    if isinstance(results, dict):
+    # A non-finite loss's record wins over a results.json left by the shorter run that --resume extended.
+    stopped = (folder / FAILED_FILE).exists()
+    if isinstance(results, dict) and not stopped:
         run.best_acc, run.last_acc = scalar(results.get("best_acc")), scalar(results.get("last_acc"))
         run.epochs = results.get("epochs") or run.options.get("epochs")
         run.epochs_done = run.epochs
         if not (finite(run.best_acc) and finite(run.last_acc)):
             run.status, run.note = "failed", "results.json holds no finite accuracy"
-    elif (folder / "results.json").exists():
+    elif (folder / "results.json").exists() and not stopped:
         run.status, run.note = "failed", "results.json is unreadable"
-    elif has_ours or (folder / "ckpt_last.pth").exists():
+    elif has_ours or stopped or (folder / "ckpt_last.pth").exists():
         accs = [scalar(r.get("test_acc")) for r in main_rows if finite(scalar(r.get("test_acc")))]
         run.epochs = run.options.get("epochs")
         run.epochs_done = max((r["epoch"] for r in main_rows), default=0)
         run.last_acc, run.best_acc = (accs[-1], max(accs)) if accs else (None, None)
-        run.status = "unfinished"
-        run.note = f"stopped or still running: epoch {run.epochs_done} of {run.epochs or '?'}"
+        if stopped:
+            failed = _read_json(folder / FAILED_FILE)
+            run.status = "failed"
+            run.note = str(failed.get("error")) if isinstance(failed, dict) else f"{FAILED_FILE} is unreadable"
+        else:
+            run.status = "unfinished"
+            run.note = f"stopped or still running: epoch {run.epochs_done} of {run.epochs or '?'}"
     else:
         _figures_from_checkpoints(run)
         finished = any(p.name != "ckpt_last.pth" for p in folder.glob("*_last.pth"))
@@ -250,3 +310,24 @@ def read_run(folder: str | Path) -> Run:
     if run.model is None or run.dataset is None:
         run.status, run.note = "failed", "cannot tell the model or data set (no options, unknown folder name)"
     return run
+
+
+def setup(run: Run) -> dict[str, Any]:
+    """The settings that change a run's result: its options less ``NOT_SETUP``, with the precision it
+    resolved to and the number of processes it ran on (config.json's record) where known."""
+    settings = {k: v for k, v in run.options.items() if k not in NOT_SETUP}
+    for key, name in (("precision", "precision"), ("world_size", "processes")):
+        if run.config.get(key) is not None:
+            settings[name] = run.config[key]
+    return settings
+
+
+def read_runs(folders: list[Path], prog: str) -> list[Run]:
+    """Each folder read; one that cannot be (``UnreadableRun``) is named in one line on stderr and skipped."""
+    runs = []
+    for folder in folders:
+        try:
+            runs.append(read_run(folder))
+        except UnreadableRun as exc:
+            print(f"{prog}: skipped {folder}: {exc}", file=sys.stderr)
+    return runs

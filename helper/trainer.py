@@ -18,9 +18,10 @@ from torch import nn
 from helper.checkpoint import atomic_save, atomic_text, safe_load
 from helper.distributed import DistInfo, gather_objects
 from helper.engine import EpochTotals, StepVerdict, train_epoch, validate
-from helper.errors import EXIT_PREEMPTED, UserError
+from helper.errors import EXIT_PREEMPTED, NonFiniteLoss, UserError
 from helper.rng import capture_rng, restore_rng
 from helper.runlog import MetricsLog, Progress, TensorBoard
+from helper.runs import FAILED_FILE
 from helper.setup import Runtime, compile_clock
 
 if TYPE_CHECKING:
@@ -95,7 +96,7 @@ def prepare_outputs(out: RunOutputs, opt: argparse.Namespace, info: DistInfo) ->
         except OSError as exc:
             raise UserError(f"cannot write to the run folder {out.folder}: {exc.strerror or exc}") from exc
         if held:  # --overwrite: the old run's files go, so its curves and rows do not mix with the new
-            for name in (RESULTS_FILE, RESUME_FILE, METRICS_FILE):
+            for name in (RESULTS_FILE, RESUME_FILE, METRICS_FILE, FAILED_FILE):
                 out.path(name).unlink(missing_ok=True)
             for event in out.tb_folder.rglob("events.out.tfevents.*"):
                 event.unlink()
@@ -230,6 +231,8 @@ class Trainer:
             self._restore_rng(state)
 
         start_index = [s.name for s in self.stages].index(position.stage)
+        if self.info.is_main:
+            self.out.path(FAILED_FILE).unlink(missing_ok=True)  # a resumed run is no longer the failed one
         try:
             for index in range(start_index, len(self.stages)):
                 stage = self.stages[index]
@@ -245,6 +248,11 @@ class Trainer:
                         totals = EpochTotals()
                     self._run_epoch(index, stage, epoch, first_step if epoch == first_epoch else 0, totals,
                                     metrics, tb)
+        except NonFiniteLoss as exc:  # recorded, so summarize lists the run as failed, not as still running
+            if self.info.is_main:
+                record = {"error": str(exc), "exit_code": exc.exit_code}
+                atomic_text(self.out.path(FAILED_FILE), json.dumps(record) + "\n")
+            raise
         finally:
             if tb is not None:
                 tb.close()

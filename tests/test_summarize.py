@@ -31,11 +31,11 @@ def student_opt(method: str, weights: tuple, trial: str, **extra) -> dict:
 
 
 def write_ours(root: Path, opt: dict, test_accs: list[float], *, finished: bool = True, config: bool = True,
-               teacher_acc: float | None = 79.0, epoch_time: float = 2.0) -> Path:
+               teacher_acc: float | None = 79.0, epoch_time: float = 2.0, folder: Path | None = None) -> Path:
     """A run folder as train_student.py / train_teacher.py write it (without the model files)."""
     ns = argparse.Namespace(**opt)
     student = "model_s" in opt
-    folder = root / ("student_model" if student else "models") / (
+    folder = folder or root / ("student_model" if student else "models") / (
         student_run_name(ns) if student else teacher_run_name(ns))
     folder.mkdir(parents=True)
     rows = [{"stage": "main", "epoch": i + 1, "lr": 0.05, "loss": 1.0 / (i + 1), "loss_cls": 0.5, "train_acc": 50.0,
@@ -68,6 +68,12 @@ def write_repdistiller(root: Path, opt: dict, accs: list[float], save_freq: int 
     return folder
 
 
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path: Path, monkeypatch) -> None:
+    """Run from tmp_path, so summarize's default --baselines (save/models) is the test's own."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def save(tmp_path: Path) -> Path:
     root = tmp_path / "save"
@@ -81,9 +87,9 @@ def save(tmp_path: Path) -> Path:
     failed = write_ours(root, student_opt("kd", kd, "5"), [10.0, 20.0, 30.0])
     (failed / "results.json").write_text('{"best_acc": NaN, "last_acc": NaN, "epochs": 3}')
     # The student alone: train_teacher.py runs of resnet8x4 on CIFAR-100.
-    for trial, accs in (("0", [70.0, 72.0]), ("1", [70.0, 73.0])):
+    for trial, accs in (("0", [70.0, 71.0, 72.0]), ("1", [70.0, 71.0, 73.0])):
         write_ours(root, {"model": "resnet8x4", "dataset": "cifar100", "learning_rate": 0.05, "weight_decay": 5e-4,
-                          "trial": trial, "epochs": 2}, accs)
+                          "trial": trial, "epochs": 3}, accs)
     return root
 
 
@@ -167,7 +173,8 @@ def test_repdistiller_and_older_folders_are_read_as_far_as_they_go(tmp_path, cap
     with_teacher = write_repdistiller(root, {**opt, "trial": "4", "path_t": str(teacher)}, [60.0, 70.0, 69.0, 68.5])
     assert read_run(with_teacher).teacher_acc == pytest.approx(79.42, abs=1e-4)
     out = run_summarize([root, "--no-published"], capsys)
-    assert "68.50 ± 0.00 (3)" in out  # the RepDistiller runs and the older run: one group
+    assert "68.50 ± 0.00 (2)" in out  # the RepDistiller runs: one set-up, read from their checkpoints' opt
+    assert "| not recorded | 68.50 (1) |" in out  # the older run's set-up is unknown: never averaged in
     assert "published" not in out.splitlines()[2]
 
 
@@ -214,3 +221,127 @@ def test_variants_are_grouped_apart_and_joined_to_their_published_rows(tmp_path,
     assert (groups["kd", "ls:True"]["published"], groups["kd", "ls:True"]["published_label"]) == (76.62, "KD+LS")
     assert "kd [optimizer:dot]" in out and "kd [ls:True]" in out
     assert summarize.published_variant("memory_type:momentum_optimizer:dot_ls:True") == "optimizer:dot_ls:True"
+
+
+# ----- set-ups: grouped by every setting that changes the result, trials by nothing else ----------------
+SMALL = {"dataset": "synthetic", "syn_classes": 10, "epochs": 2, "learning_rate": 0.05, "weight_decay": 5e-4}
+LARGE = {**SMALL, "syn_classes": 100, "epochs": 30}
+
+
+def alone_opt(trial: str, **extra) -> dict:
+    return {"model": "resnet8x4", "trial": trial, **extra}
+
+
+def test_set_ups_are_grouped_apart_with_their_differences_shown(tmp_path, capsys):
+    """Runs on 10 and 100 synthetic classes for 2 and 30 epochs, and with another kd_T: never averaged;
+    each row names its settings, and its teacher and student-alone figures come from its own set-up."""
+    root = tmp_path / "save"
+    kd = (0.1, 0.9, 0.0)
+    write_ours(root, student_opt("kd", kd, "1", **SMALL), [30.0, 40.0], teacher_acc=50.0)
+    write_ours(root, student_opt("kd", kd, "2", **LARGE), [50.0, 60.0], teacher_acc=70.0)
+    write_ours(root, student_opt("kd", kd, "3", **LARGE), [50.0, 62.0], teacher_acc=70.0)
+    write_ours(root, student_opt("kd", kd, "4", **{**LARGE, "kd_T": 8}), [50.0, 64.0], teacher_acc=70.0)
+    write_ours(root, alone_opt("0", **SMALL), [20.0, 25.0])
+    write_ours(root, alone_opt("1", **LARGE), [40.0, 45.0])
+    out = run_summarize([root, "--json", tmp_path / "t.json", "--no-published"], capsys)
+    groups = {g["setup"]: g for g in json.loads((tmp_path / "t.json").read_text())["groups"] if g["method"] == "kd"}
+    assert {s: (g["n"], g["last_mean"], g["teacher_acc"], g["student_alone"]) for s, g in groups.items()} == {
+        "epochs:2 kd_T:4 syn_classes:10": (1, 40.0, 50.0, 25.0),
+        "epochs:30 kd_T:4 syn_classes:100": (2, 61.0, 70.0, 45.0),
+        "epochs:30 kd_T:8 syn_classes:100": (1, 64.0, 70.0, 45.0)}
+    assert "| epochs:30 kd_T:4 syn_classes:100 | 61.00 ± 1.41 (2) |" in out
+    assert "| epochs:2 syn_classes:10 | 25.00 (1) |" in out  # the student-alone runs, told apart too
+
+    out = run_summarize([root, "--layout", "crd", "--no-published"], capsys)
+    small, large = out.split("synthetic (epochs:")[1:]  # one table per data set and schedule
+    assert small.startswith("2 syn_classes:10)") and large.startswith("30 syn_classes:100)")
+    assert "| Teacher | 50.00 |" in small and "| Student alone | 25.00 (1) |" in small and "| kd | 40.00 (1) |" in small
+    assert "| Teacher | 70.00 |" in large and "| Student alone | 45.00 (1) |" in large
+    assert "| kd [kd_T:4] | 61.00 ± 1.41 (2) |" in large and "| kd [kd_T:8] | 64.00 (1) |" in large
+
+
+def test_runs_that_differ_only_in_trial_seed_and_bookkeeping_are_trials_of_one_group(tmp_path, capsys):
+    root = tmp_path / "save"
+    kd = (0.1, 0.9, 0.0)
+    for trial, seed, workers, device, path_t, accs in (("1", 1, 0, "cpu", "a.pth", [70.0]),
+                                                        ("2", 2, 8, "cuda", "b.pth", [72.0]),
+                                                        ("3", 3, 4, "cuda:1", "c.pth", [74.0])):
+        write_ours(root, student_opt("kd", kd, trial, seed=seed, num_workers=workers, device=device, path_t=path_t,
+                                     print_freq=trial, weight_decay=5e-4), accs)
+    write_ours(root, student_opt("kd", kd, "4", weight_decay=1e-4), [60.0])
+    run_summarize([root, "--json", tmp_path / "t.json"], capsys)
+    groups = {g["setup"]: g for g in json.loads((tmp_path / "t.json").read_text())["groups"]}
+    assert {s: (g["n"], g["last_mean"]) for s, g in groups.items()} == {
+        "weight_decay:0.0005": (3, 72.0), "weight_decay:0.0001": (1, 60.0)}
+
+
+# ----- folders summarize must survive ----------------------------------------------------------------
+def test_corrupt_run_folders_are_each_named_in_one_line_and_skipped(tmp_path, capsys):
+    root = tmp_path / "save"
+    kd = (0.1, 0.9, 0.0)
+    write_ours(root, student_opt("kd", kd, "ok"), [70.0, 71.0])
+
+    def corrupt(trial: str, name: str, content: bytes) -> Path:
+        folder = write_ours(root, student_opt("kd", kd, trial), [60.0])
+        (folder / name).write_bytes(content)
+        return folder
+
+    options = json.dumps(student_opt("kd", kd, "x"))
+    bad = [
+        corrupt("binary", "metrics.jsonl", b"\xff\xfe\x00\x9c\x81binary\n"),
+        corrupt("rows", "metrics.jsonl", b"[1, 2]\n3\n"),
+        corrupt("noepoch", "metrics.jsonl", b'{"stage": "main", "test_acc": 60.0}\n'),
+        corrupt("options", "config.json", b'{"options": [1, 2], "teacher": null}'),
+        corrupt("teacher", "config.json", b'{"options": ' + options.encode() + b', "teacher": "resnet32x4"}'),
+        corrupt("list", "config.json", b"[1]"),
+    ]
+    assert summarize.main([str(root), "--no-published"]) == 0
+    out, err = capsys.readouterr()
+    assert "| kd | r:0.1 a:0.9 b:0 | 71.00 (1) |" in out  # the readable run is still tabled
+    lines = err.strip().splitlines()
+    assert len(lines) == len(bad), err
+    for folder in bad:
+        assert sum(str(folder) in line and "skipped" in line for line in lines) == 1, (folder, err)
+
+
+def test_transfer_runs_are_tabled_as_linear_probes(save, tmp_path, capsys):
+    opt = {"path_s": "save/student_model/S/resnet8x4_last.pth", "model_s": "resnet8x4", "dataset": "cifar100",
+           "trial": "1", "epochs": 3, "learning_rate": 0.05, "weight_decay": 5e-4}
+    write_ours(save, opt, [40.0, 50.0, 55.0], teacher_acc=None,
+               folder=save / "ft" / "models" / "resnet8x4_cifar100_lr_0.05_decay_0.0005_trial_1")
+    out = run_summarize([save / "ft"], capsys)
+    assert "| – | resnet8x4 | cifar100 | linear probe | – | 55.00 (1) |" in out
+    run_summarize([save, "--json", tmp_path / "t.json"], capsys)
+    kd = next(g for g in json.loads((tmp_path / "t.json").read_text())["groups"] if g["method"] == "kd")
+    assert kd["student_alone_n"] == 2  # a linear probe is no student-alone baseline
+    assert "Linear probes" in run_summarize([save, "--layout", "crd"], capsys)
+
+
+def test_a_run_stopped_by_a_non_finite_loss_is_failed_until_it_is_run_again(tmp_path, run_student, capsys):
+    assert run_student("--learning_rate", "1e30", check=False).returncode == 3
+    run_summarize([tmp_path / "save" / "student_model", "--json", tmp_path / "t.json"], capsys)
+    (left,) = json.loads((tmp_path / "t.json").read_text())["left_out"]
+    assert left["status"] == "failed" and "loss is" in left["note"], left
+    run_student()  # the same folder, a sane lr: its record of the failure goes
+    run_summarize([tmp_path / "save" / "student_model", "--json", tmp_path / "t.json"], capsys)
+    data = json.loads((tmp_path / "t.json").read_text())
+    assert not data["left_out"] and data["groups"][0]["n"] == 1
+
+
+def test_crd_layout_finds_the_student_alone_where_train_teacher_writes_it(save, capsys):
+    students = sorted((save / "student_model").glob("S:*_kd_*"))
+    out = run_summarize([*students, "--layout", "crd"], capsys)
+    assert "| Student alone | 72.50 ± 0.71 (2) [72.50] |" in out
+    out = run_summarize([*students, "--layout", "crd", "--baselines", save / "nowhere"], capsys)
+    assert "| Student alone | – [72.50] |" in out
+
+
+def test_help_shows_the_description_once_and_a_bad_flag_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_help:
+        summarize.main(["--help"])
+    assert exit_help.value.code == 0
+    assert capsys.readouterr().out.count("Tables across runs") == 1
+    with pytest.raises(SystemExit) as exit_bad:
+        summarize.main(["--no-such-flag"])
+    err = capsys.readouterr().err
+    assert exit_bad.value.code == 2 and len(err.strip().splitlines()) == 1 and "--no-such-flag" in err, err
