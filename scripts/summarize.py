@@ -101,10 +101,6 @@ class Group:
         return "" if self.weights is None else "r:{:g} a:{:g} b:{:g}".format(*self.weights)
 
     @property
-    def pair(self) -> str:
-        return f"{self.teacher} → {self.student}" if self.teacher else self.student
-
-    @property
     def method_text(self) -> str:
         """The method, with its variant tags when it is not the default variant."""
         return f"{self.method} [{self.variant}]" if self.variant else self.method
@@ -148,12 +144,22 @@ def _value_text(value) -> str:
     return "none" if value is None else str(value)
 
 
-def differing(settings: list[dict]) -> list[str]:
-    """For each of several set-ups, the settings in which they differ ('epochs:30 syn_classes:100');
-    a setting one of them does not record shows as '–'."""
-    keys = sorted(k for k in set().union(*settings) - NAMED_OPTIONS
+def differing_keys(settings: list[dict]) -> list[str]:
+    """The settings (beyond those the tables name) whose values differ between set-ups; one that a set-up
+    does not record counts as '–'."""
+    return sorted(k for k in set().union(*settings) - NAMED_OPTIONS
                   if len({_canonical({k: s.get(k, "–")}) for s in settings}) > 1)
-    return [" ".join(f"{k}:{_value_text(s.get(k, '–'))}" for k in keys) for s in settings]
+
+
+def settings_text(settings: dict, keys: list[str]) -> str:
+    """'epochs:30 syn_classes:100': the values of ``keys``."""
+    return " ".join(f"{k}:{_value_text(settings.get(k, '–'))}" for k in keys)
+
+
+def differing(settings: list[dict]) -> list[str]:
+    """For each of several set-ups, the settings in which they differ."""
+    keys = differing_keys(settings)
+    return [settings_text(s, keys) for s in settings]
 
 
 def build_groups(runs: list[Run]) -> list[Group]:
@@ -283,16 +289,21 @@ def flat_table(groups: list[Group], metric: str, with_published: bool) -> tuple[
 
 
 def crd_tables(groups: list[Group], metric: str, with_published: bool) -> list[tuple[str, list[str], list[list[str]]]]:
-    """Per data set and training set-up: methods down, teacher → student pairs across, as the CRD paper's
-    Tables 1-2. The Teacher and Student alone rows then come from the set-up of the rows below them."""
+    """Per data set: methods down, teacher → student pairs across, as the CRD paper's Tables 1-2; one table
+    per training set-up where a pair was trained in several (other data set sizes, schedules...), so that a
+    column's Teacher and Student alone rows come from the set-up of the rows below them."""
     distil = [g for g in groups if g.kind == "student"]
+    per_pair: dict[tuple, list[dict]] = {}
+    for g in distil:
+        per_pair.setdefault((g.dataset, g.teacher, g.student), []).append(g.training)
+    varying = {k for setups in per_pair.values() for k in differing_keys(setups)}
     tables: dict[tuple[str, str], list[Group]] = {}
     for g in distil:
-        tables.setdefault((g.dataset, _canonical(g.training)), []).append(g)
+        tables.setdefault((g.dataset, _canonical({k: g.training.get(k, "–") for k in varying})), []).append(g)
     titles = {}
     for dataset in sorted({d for d, _ in tables}):
         keys = [k for k in tables if k[0] == dataset]
-        for key, text in zip(keys, differing([tables[k][0].training for k in keys]), strict=True):
+        for key, text in zip(keys, differing([json.loads(k[1]) for k in keys]), strict=True):
             titles[key] = f"{dataset}{f' ({text})' if text else ''}"
     return [(f"{titles[key]}: test accuracy ({metric} epoch), mean ± std (n)"
              + (" [published]" if with_published else ""), *_crd_table(tables[key], metric, with_published))
@@ -306,10 +317,14 @@ def _crd_table(distil: list[Group], metric: str, with_published: bool) -> tuple[
         per_method.setdefault(g.method, set()).add((g.weights, g.variant))
     base = {id(g): g.method if len(per_method[g.method]) == 1 else g.label for g in distil}
     label = {}
-    for name in set(base.values()):  # rows of one method and weights with other settings: name them
+    for name in set(base.values()):  # a method trained in several set-ups for one pair: a row per set-up
         alike = [g for g in distil if base[id(g)] == name]
-        for g, text in zip(alike, differing([g.setup for g in alike]), strict=True):
-            label[id(g)] = f"{name} [{text}]" if text else name
+        per_pair: dict[tuple, list[dict]] = {}
+        for g in alike:
+            per_pair.setdefault((g.teacher, g.student), []).append(g.setup)
+        keys = sorted({k for setups in per_pair.values() for k in differing_keys(setups)})
+        for g in alike:
+            label[id(g)] = f"{name} [{settings_text(g.setup, keys)}]" if keys else name
     cell = {(label[id(g)], (g.teacher or "", g.student)): g for g in distil}
     header = ["", *[f"{t} → {s}" for t, s in pairs]]
     first = {pair: next(g for g in distil if (g.teacher or "", g.student) == pair) for pair in pairs}

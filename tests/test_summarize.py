@@ -243,8 +243,13 @@ def test_set_ups_are_grouped_apart_with_their_differences_shown(tmp_path, capsys
     write_ours(root, student_opt("kd", kd, "4", **{**LARGE, "kd_T": 8}), [50.0, 64.0], teacher_acc=70.0)
     write_ours(root, alone_opt("0", **SMALL), [20.0, 25.0])
     write_ours(root, alone_opt("1", **LARGE), [40.0, 45.0])
+    # A cross-architecture pair at its own lr (RepDistiller's 0.01 for MobileNetV2) joins the table as a column.
+    low_lr = {**LARGE, "learning_rate": 0.01}
+    write_ours(root, {**student_opt("kd", kd, "5", **low_lr), "model_s": "MobileNetV2"}, [50.0, 58.0])
+    write_ours(root, {**alone_opt("2", **low_lr), "model": "MobileNetV2"}, [40.0, 44.0])
     out = run_summarize([root, "--json", tmp_path / "t.json", "--no-published"], capsys)
-    groups = {g["setup"]: g for g in json.loads((tmp_path / "t.json").read_text())["groups"] if g["method"] == "kd"}
+    groups = {g["setup"]: g for g in json.loads((tmp_path / "t.json").read_text())["groups"]
+              if g["method"] == "kd" and g["student"] == "resnet8x4"}
     assert {s: (g["n"], g["last_mean"], g["teacher_acc"], g["student_alone"]) for s, g in groups.items()} == {
         "epochs:2 kd_T:4 syn_classes:10": (1, 40.0, 50.0, 25.0),
         "epochs:30 kd_T:4 syn_classes:100": (2, 61.0, 70.0, 45.0),
@@ -256,8 +261,9 @@ def test_set_ups_are_grouped_apart_with_their_differences_shown(tmp_path, capsys
     small, large = out.split("synthetic (epochs:")[1:]  # one table per data set and schedule
     assert small.startswith("2 syn_classes:10)") and large.startswith("30 syn_classes:100)")
     assert "| Teacher | 50.00 |" in small and "| Student alone | 25.00 (1) |" in small and "| kd | 40.00 (1) |" in small
-    assert "| Teacher | 70.00 |" in large and "| Student alone | 45.00 (1) |" in large
-    assert "| kd [kd_T:4] | 61.00 ± 1.41 (2) |" in large and "| kd [kd_T:8] | 64.00 (1) |" in large
+    assert "| resnet32x4 → MobileNetV2 | resnet32x4 → resnet8x4 |" in large
+    assert "| Teacher | 79.00 | 70.00 |" in large and "| Student alone | 44.00 (1) | 45.00 (1) |" in large
+    assert "| kd [kd_T:4] | 58.00 (1) | 61.00 ± 1.41 (2) |" in large and "| kd [kd_T:8] |  | 64.00 (1) |" in large
 
 
 def test_runs_that_differ_only_in_trial_seed_and_bookkeeping_are_trials_of_one_group(tmp_path, capsys):
