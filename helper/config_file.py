@@ -3,6 +3,7 @@
 The file's values become the parser's defaults, so a flag given on the command line still wins.
 Keys are option names as in ``--help`` without the dashes (``learning_rate``, ``gamma`` for ``-r``).
 A run's own ``config.json`` is accepted too: its ``options`` section is read, so a run can be repeated.
+Scripts that read a trained network (eval_student, the figures) take that run's data set from it the same way.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +119,52 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = 
         except ConfigError as exc:
             parser.error(f"--config {known.config}: {exc}")
     return parser.parse_args(argv)
+
+
+def _data_dests(parser: argparse.ArgumentParser) -> list[str]:
+    """The options of the parser's 'data' group (dataset.add_data_args) that decide which images are read."""
+    group = next((g for g in parser._action_groups if g.title == "data"), None)
+    return [a.dest for a in (group._group_actions if group else []) if a.dest != "num_workers"]
+
+
+def _run_options(paths: list[str]) -> tuple[Path | None, dict[str, Any]]:
+    """The first run's config.json among ``paths`` (model files or run folders) and its options."""
+    for path in map(Path, paths):
+        config = (path if path.is_dir() else path.parent) / "config.json"
+        if config.is_file():
+            try:
+                return config, read_config_file(config)
+            except ConfigError as exc:
+                print(f"note: {exc}; its data set is not read", file=sys.stderr)
+    return None, {}
+
+
+def parse_with_run_data(parser: argparse.ArgumentParser, argv: list[str] | None, path_flags: tuple[str, ...]
+                        ) -> argparse.Namespace:
+    """``parser.parse_args(argv)`` with the data set of the run that ``path_flags`` name (the first with a
+    config.json beside its model file) as defaults, so a run is evaluated or plotted on the images it was
+    trained and tested on without retyping them; a flag on the command line wins. Prints in one line what
+    was taken from the run. A different ``--dataset`` on the command line takes nothing from it."""
+    dests = _data_dests(parser)
+    unset = object()  # argparse leaves a non-string default as it is: still this object = not on the command line
+    defaults = {dest: parser.get_default(dest) for dest in dests}
+    parser.set_defaults(**dict.fromkeys(dests, unset))
+    try:
+        opt = parser.parse_args(argv)
+    finally:
+        parser.set_defaults(**defaults)
+    given = {dest for dest in dests if getattr(opt, dest) is not unset}
+    config, options = _run_options([getattr(opt, flag) for flag in path_flags if getattr(opt, flag, None)])
+    if "dataset" in given and options.get("dataset") != opt.dataset:
+        options = {}  # another data set than the run's: none of its settings apply
+    try:
+        taken = config_defaults(parser, {k: v for k, v in options.items() if k in dests and k not in given})
+    except ConfigError as exc:
+        parser.error(f"{config}: {exc}")
+    for dest in dests:
+        if dest not in given:
+            setattr(opt, dest, taken.get(dest, defaults[dest]))
+    shown = [f"--{k} {v}" for k, v in taken.items() if k == "dataset" or v != defaults[k]]
+    if shown:
+        print(f"data set from {config}: {' '.join(shown)}")
+    return opt

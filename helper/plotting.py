@@ -1,5 +1,6 @@
 """What the two figure scripts compute (scripts/plot_tsne.py, scripts/plot_corr.py) and what they share:
-the data flags, reading the networks, running them over a test split, and the optional plotting libraries."""
+the data flags (the run's own data set by default), reading the networks, running them over a test split,
+saving the figure, and the optional plotting libraries."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ from dataset import DatasetUnavailable, add_data_args, make_val_loader
 from dataset.base import DataBundle
 from dataset.transfer import ALL_DATASETS, build_any
 from helper.errors import UserError, as_user_errors
+from helper.figures import run_name
 from helper.model_file import check_classes, load_model_file, resolve_model_file
 
 INSTALL = "pip install -r requirements-plot.txt"
+FORMATS = ("png", "svg", "pdf")  # what --out may end in
 
 
 def require(module: str) -> object:
@@ -46,7 +49,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch_size", type=int, default=256, help="test images per forward pass")
     g.add_argument("--max_images", type=int, default=0,
                    help="use this many test images (a seeded random subset); 0: all of them")
-    g.add_argument("--dpi", type=int, default=300, help="resolution of the PNG")
+    g.add_argument("--dpi", type=int, default=300, help="resolution of a PNG")
 
 
 def check_common_args(opt: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -57,6 +60,8 @@ def check_common_args(opt: argparse.Namespace, parser: argparse.ArgumentParser) 
             parser.error(f"--{name} must be positive, got {getattr(opt, name)}")
     if opt.max_images < 0:
         parser.error(f"--max_images must not be negative, got {opt.max_images}")
+    if opt.out is not None and Path(opt.out).suffix.lower().lstrip(".") not in FORMATS:
+        parser.error(f"--out {opt.out}: name a .png, .svg or .pdf file")
 
 
 def load_data(opt: argparse.Namespace) -> DataBundle:
@@ -64,16 +69,24 @@ def load_data(opt: argparse.Namespace) -> DataBundle:
         return build_any(opt)
 
 
-def load_network(path: str, arch: str | None, bundle: DataBundle, device: torch.device) -> tuple[nn.Module, str]:
-    """A network from its model file or run folder, checked against the data set, in eval mode on ``device``."""
+def load_network(path: str, arch: str | None, bundle: DataBundle, device: torch.device) -> tuple[nn.Module, str, str]:
+    """A network from its model file or run folder, checked against the data set, in eval mode on ``device``;
+    with its architecture and its run's name (for the figure's title)."""
     model, arch, _ = load_model_file(path, arch)
     check_classes(model, bundle, path)
-    return model.to(device).eval(), arch
+    return model.to(device).eval(), arch, run_name(resolve_model_file(path))
 
 
 def default_output(path: str, stem: str) -> Path:
     """``<stem>.png`` in the folder of the network's file (its run folder)."""
     return resolve_model_file(path).parent / f"{stem}.png"
+
+
+def save_figure(fig: object, out: Path, dpi: int) -> None:
+    """Write ``fig`` in the format its name ends in (PNG, SVG or PDF); the folder is made if needed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi, format=out.suffix.lower().lstrip("."), bbox_inches="tight")
+    print(f"wrote {out}")
 
 
 @torch.no_grad()
@@ -113,3 +126,11 @@ def correlation_difference(teacher: np.ndarray, student: np.ndarray) -> np.ndarr
     diff = np.abs(student - teacher)
     np.fill_diagonal(diff, 0.0)
     return diff
+
+
+def class_names(bundle: DataBundle) -> list[str]:
+    """The data set's class names where it carries them (torchvision's CIFAR, image folders), else 'class k'."""
+    names = getattr(bundle.val, "classes", None)
+    if isinstance(names, list | tuple) and len(names) == bundle.num_classes:
+        return [str(n) for n in names]
+    return [f"class {c}" for c in range(bundle.num_classes)]

@@ -1,6 +1,8 @@
 """Evaluate a saved network alone (no teacher): a student's or teacher's model file, or its run folder.
 
-    python scripts/eval_student.py --path save/student_model/<run>/resnet8x4_last.pth --dataset cifar100
+    python scripts/eval_student.py --path save/student_model/<run>/resnet8x4_last.pth
+
+The data set is the run's own (its config.json beside the model file), unless data flags say otherwise.
 
 A SimKD student is evaluated as SimKD deploys it, through the projector and teacher classifier its
 file carries. Prints the run's evaluation line, `` * Acc@1 ... Acc@5 ...``, on the data set's test split.
@@ -18,6 +20,7 @@ if str(ROOT) not in sys.path:
 
 from dataset import DatasetUnavailable, add_data_args  # noqa: E402
 from dataset.transfer import ALL_DATASETS, build_any  # noqa: E402
+from helper.config_file import parse_with_run_data  # noqa: E402
 from helper.engine import validate  # noqa: E402
 from helper.errors import as_user_errors, run_cli  # noqa: E402
 from helper.model_file import check_classes, load_model_file  # noqa: E402
@@ -37,7 +40,7 @@ def parse_option(argv: list[str] | None = None) -> argparse.Namespace:
     s.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
     s.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True)
     s.add_argument("--loader", default="auto", choices=["auto", "memory", "torchvision"])
-    opt = parser.parse_args(argv)
+    opt = parse_with_run_data(parser, argv, ("path",))
     if opt.dataset not in ALL_DATASETS:
         parser.error(f"unknown --dataset '{opt.dataset}'; choose one of: {', '.join(ALL_DATASETS)}")
     if opt.model_s is not None and opt.model_s not in model_dict:

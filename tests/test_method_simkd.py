@@ -179,7 +179,10 @@ def test_spec_defaults_and_factor_flag():
 
 
 def test_end_to_end_saved_student_evaluates_alone(run_student, tmp_path, teacher_ckpt, capsys):
-    proc = run_student("--distill", "simkd", "--epochs", "2", "--save_freq", "1")
+    # a data set off the defaults (TINY_DATA's 10 classes, 128 train images; 48 test images, seed 3), which
+    # eval_student reads from the run's config.json rather than from the command line
+    proc = run_student("--distill", "simkd", "--epochs", "2", "--save_freq", "1", "--syn_val_size", "48",
+                       "--syn_seed", "3")
     printed = re.findall(r"^ \* Acc@1 ([\d.]+)", proc.stdout, re.M)
     assert len(printed) == 2
     folder = tmp_path / "save" / "student_model" / "S:resnet8_T:resnet20_synthetic_simkd_r:0.0_a:0.0_b:1.0_1"
@@ -188,10 +191,17 @@ def test_end_to_end_saved_student_evaluates_alone(run_student, tmp_path, teacher
     for name in ("resnet8_best.pth", "resnet8_last.pth", "ckpt_epoch_1.pth", "ckpt_epoch_2.pth"):
         assert set(safe_load(folder / name)["simkd"]) == {"s_n", "t_n", "factor", "target_hw", "transfer", "cls_t"}
     teacher_ckpt.unlink()  # from here on the student has no teacher to lean on
-    proc = run_cli("scripts/eval_student.py", ["--path", str(folder), *TINY_DATA], tmp_path)  # its last model
+    speed = ["--num_workers", "0", "--device", "cpu", "--precision", "fp32"]
+    proc = run_cli("scripts/eval_student.py", ["--path", str(folder), *speed], tmp_path)  # its last model
+    assert f"data set from {folder / 'config.json'}: --dataset synthetic --syn_classes 10 --syn_train_size 128 " \
+           "--syn_val_size 48 --syn_seed 3\n" in proc.stdout
+    assert "resnet8 on synthetic (48 test images)" in proc.stdout
     assert re.search(r"^ \* Acc@1 ([\d.]+)", proc.stdout, re.M).group(1) == printed[-1]
-    eval_student().main(["--path", str(folder / "ckpt_epoch_1.pth"), *TINY_DATA])
+    eval_student().main(["--path", str(folder / "ckpt_epoch_1.pth"), *speed])
     assert re.search(r"^ \* Acc@1 ([\d.]+)", capsys.readouterr().out, re.M).group(1) == printed[0]
+    eval_student().main(["--path", str(folder), *speed, "--syn_val_size", "40"])  # a flag given wins
+    out = capsys.readouterr().out
+    assert "--syn_val_size" not in out and "resnet8 on synthetic (40 test images)" in out
 
 
 def eval_student():

@@ -1,9 +1,15 @@
-"""scripts/plot_runs.py: one figure per quantity, every run overlaid, PNG and SVG."""
+"""scripts/plot_runs.py: one figure per quantity, every run overlaid, PNG and SVG; each figure readable alone
+(human titles naming the data set, a step lr drawn as steps, whole epochs, unfinished runs marked), read back
+from the saved SVG."""
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
+import json
+import re
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -48,3 +54,76 @@ def test_missing_matplotlib_is_one_line(monkeypatch, capsys, tmp_path):
     assert plot_runs.main([str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert err == "plot_runs.py needs matplotlib: pip install -r requirements-plot.txt"
+
+
+def svg_texts(svg: str) -> list[str]:
+    """Every text matplotlib drew (it writes each before its glyphs as an XML comment)."""
+    return re.findall(r"<!-- (.*?) -->", svg)
+
+
+def x_tick_labels(svg: str) -> list[str]:
+    return re.findall(r'<g id="xtick_\d+">.*?<!-- (.*?) -->', svg, re.S)
+
+
+def line_paths(svg: str, colour: str) -> list[tuple[str, list[tuple[float, float]]]]:
+    """(style, vertices) of every stroked path in ``colour`` (the runs' lines and their legend samples)."""
+    out = []
+    for d, style in re.findall(r'<path d="([^"]*)"[^>]*style="([^"]*)"', svg):
+        if f"stroke: {colour}" in style:
+            out.append((style, [(float(x), float(y)) for x, y in re.findall(r"[ML] ([\d.-]+) ([\d.-]+)", d)]))
+    return out
+
+
+def three_epoch_run(root: Path, trial: str, lrs: list[float], finished: bool = True, **extra) -> Path:
+    """A 3-epoch kd run whose metrics.jsonl holds ``lrs`` (one per epoch done)."""
+    folder = write_ours(root, student_opt("kd", (0.1, 0.9, 0.0), trial, **extra), [50.0, 60.0, 65.0][:len(lrs)],
+                        finished=finished)
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    rows = [{**row, "lr": lr} for row, lr in zip(rows, lrs, strict=True)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return folder
+
+
+def test_figures_name_quantity_and_data_set_step_lr_whole_epochs_unfinished_marked(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib is optional (requirements-plot.txt)")
+    root, out = tmp_path / "save", tmp_path / "plots"
+    three_epoch_run(root, "1", [0.05, 0.05, 0.005])
+    three_epoch_run(root, "2", [0.05, 0.05], finished=False)
+    assert plot_runs.main([str(root), "--out", str(out), "--format", "svg"]) == 0
+    acc = (out / "test_acc.svg").read_text()
+    texts = svg_texts(acc)
+    assert "Test accuracy (%)" in texts and "cifar100" in texts and "test_acc" not in texts  # human title, data set
+    assert "epoch" in texts
+    assert x_tick_labels(acc) and all(t.lstrip("−-").isdigit() for t in x_tick_labels(acc))  # no 1.25 on 3 epochs
+    assert "kd r:0.1 a:0.9 b:0 #1" in texts and "kd r:0.1 a:0.9 b:0 #2 (unfinished, epoch 2/3)" in texts
+    styles = [style for style, _ in line_paths(acc, "#1f77b4")]  # both runs are kd: one colour
+    assert sum("stroke-dasharray" in s for s in styles) == 2  # the unfinished run's line and its legend sample
+    lr = (out / "lr.svg").read_text()
+    assert "Learning rate" in svg_texts(lr)
+    finished = max((v for _, v in line_paths(lr, "#1f77b4")), key=len)  # the 3-epoch run: the longest line
+    verticals = [(a, b) for a, b in itertools.pairwise(finished) if a[0] == b[0] and a[1] != b[1]]
+    assert len(verticals) == 1  # one drop, drawn where epoch 2 ends, not a ramp from epoch 2 to 3
+
+
+def test_runs_of_different_data_sets_are_drawn_apart(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="matplotlib is optional (requirements-plot.txt)")
+    root, out = tmp_path / "save", tmp_path / "plots"
+    three_epoch_run(root, "1", [0.05] * 3, dataset="synthetic", syn_classes=10, syn_train_size=200, syn_val_size=50)
+    three_epoch_run(root, "2", [0.05] * 3, dataset="synthetic", syn_classes=100, syn_train_size=200, syn_val_size=50)
+    assert plot_runs.main([str(root), "--out", str(out), "--format", "svg", "--only", "test_acc"]) == 0
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["test_acc_synthetic-10-classes-200-train-50-test-images.svg",
+                     "test_acc_synthetic-100-classes-200-train-50-test-images.svg"]
+    for name, classes, trial in ((files[0], 10, "#1"), (files[1], 100, "#2")):
+        texts = svg_texts((out / name).read_text())
+        assert f"synthetic, {classes} classes, 200 train / 50 test images" in texts
+        assert [t for t in texts if t.startswith("kd ")] == [f"kd r:0.1 a:0.9 b:0 {trial}"]  # its own run alone
+    assert "2 data sets, each in figures of its own" in capsys.readouterr().out
+
+
+def test_quantity_names_fall_back_to_spelled_out_keys():
+    from helper.figures import quantity_name
+
+    assert quantity_name("lr") == "Learning rate" and quantity_name("test_acc") == "Test accuracy (%)"
+    assert quantity_name("init_loss_init") == "Loss, init stage"
+    assert quantity_name("init_lr") == "Learning rate, init stage" and quantity_name("loss_xyz") == "Loss xyz"

@@ -1,10 +1,14 @@
 """scripts/plot_corr.py and scripts/plot_tsne.py: the numbers against direct computations, the images written
-from model files and run folders, different for different models, and one line when the libraries are missing."""
+from model files and run folders, different for different models, and one line when the libraries are missing;
+the figures readable alone (title, labels, class key, colours visible on white, read back from the saved SVG),
+and a run's own data set (its config.json) used without retyping it."""
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import re
 import sys
 from pathlib import Path
 
@@ -15,6 +19,7 @@ from conftest import ROOT
 
 from dataset import build_data
 from helper.errors import UserError
+from helper.figures import CLASS_COLOURS, class_style, relative_luminance
 from helper.plotting import class_mean_logits, correlation_difference, require, run_network
 from models import build_model
 
@@ -130,3 +135,96 @@ def test_plot_tsne_images(tmp_path):
     png(nets[1].parent / "tsne_synthetic.png")
     with pytest.raises(UserError, match="classifies 10 classes, synthetic has 7"):
         plot_tsne.main(["--path", str(nets[0]), *DATA, "--syn_classes", "7"])
+
+
+def svg_texts(path: Path) -> list[str]:
+    """Every text matplotlib drew in an SVG (it writes each before its glyphs as an XML comment)."""
+    return re.findall(r"<!-- (.*?) -->", path.read_text())
+
+
+def run_folder(root: Path, name: str, arch: str, classes: int, seed: int, **data) -> Path:
+    """A run folder as train_student/train_teacher leave it: a model file and config.json with the data set."""
+    folder = root / name
+    torch.manual_seed(seed)
+    folder.mkdir(parents=True)
+    torch.save({"model": build_model(arch, classes).state_dict(), "arch": arch}, folder / f"{arch}_last.pth")
+    options = {"model_s": arch, "dataset": "synthetic", "syn_classes": classes, "num_workers": 8, **data}
+    (folder / "config.json").write_text(json.dumps({"options": options, "command": "python train_student.py"}))
+    return folder
+
+
+RUN = "S:resnet8_T:resnet20_synthetic_kd_r:0.1_a:0.9_b:0.9_1"
+SPEED = ["--num_workers", "0", "--device", "cpu"]
+
+
+def test_palette_has_no_colour_near_white():
+    assert all(relative_luminance(c) <= 0.5 for c in CLASS_COLOURS)  # white is 1; tab20c's greys reach 0.85
+    styles = {class_style(c) for c in range(120)}
+    assert len(styles) == 120  # colour and marker together tell 120 classes apart
+
+
+def test_plot_tsne_reads_the_runs_data_set_and_labels_its_figure(tmp_path, capsys):
+    needs_plot_libraries()
+    plot_tsne = script("plot_tsne")
+    folder = run_folder(tmp_path, RUN, "resnet8", 7, 1, syn_train_size=16, syn_val_size=70, syn_seed=3)
+    out = tmp_path / "t.svg"
+    plot_tsne.main(["--path", str(folder), "--out", str(out), *SPEED])  # no data flag: the run's own
+    printed = capsys.readouterr().out
+    assert (f"data set from {folder / 'config.json'}: --dataset synthetic --syn_classes 7 --syn_train_size 16 "
+            f"--syn_val_size 70 --syn_seed 3\n") in printed
+    texts = svg_texts(out)
+    assert f"t-SNE of resnet8's penultimate features F[-1], run {RUN}" in texts
+    assert "synthetic, 7 classes, 16 train / 70 test images, seed 3; 70 test images" in texts
+    assert {"t-SNE dimension 1", "t-SNE dimension 2", "class"} <= set(texts)
+    assert [t for t in texts if t.startswith("class ")] == [f"class {c}" for c in range(7)]  # the class key
+    fills = set(re.findall(r"fill: (#[0-9a-f]{6})", out.read_text())) - {"#ffffff", "#000000"}
+    assert fills == set(CLASS_COLOURS[:7])  # the points: no near-white colour
+    plot_tsne.main(["--path", str(folder), "--out", str(out), "--max_images", "40", "--syn_val_size", "60", *SPEED])
+    assert "--syn_val_size" not in capsys.readouterr().out  # a flag given wins over the run's
+    assert "synthetic, 7 classes, 16 train / 60 test images, seed 3; 40 of 60 test images (a seeded subset)" in (
+        svg_texts(out))
+
+
+def test_plot_tsne_many_classes_stay_visible(tmp_path):
+    needs_plot_libraries()
+    plot_tsne = script("plot_tsne")
+    folder = run_folder(tmp_path, "wide", "resnet8", 30, 2, syn_train_size=30, syn_val_size=90)
+    out = tmp_path / "wide.svg"
+    plot_tsne.main(["--path", str(folder), "--out", str(out), *SPEED])
+    svg = out.read_text()
+    fills = set(re.findall(r"fill: (#[0-9a-f]{6})", svg)) - {"#ffffff", "#000000"}
+    assert fills and all(relative_luminance(c) <= 0.5 for c in fills)
+    texts = svg_texts(out)
+    assert not [t for t in texts if t.startswith("class ")]  # no 30-entry key; the caption says how to read it
+    assert any(t.startswith("30 classes, each a colour and marker") for t in texts)
+
+
+def test_plot_corr_reads_the_runs_data_set_and_labels_its_figure(tmp_path, capsys):
+    needs_plot_libraries()
+    plot_corr = script("plot_corr")
+    teacher = run_folder(tmp_path, "resnet20_synthetic_lr_0.05_decay_0.0005_trial_0", "resnet20", 7, 0,
+                         syn_train_size=16, syn_val_size=70, syn_seed=3)
+    student = run_folder(tmp_path, RUN, "resnet8", 7, 1, syn_train_size=16, syn_val_size=70, syn_seed=3)
+    out = tmp_path / "c.svg"
+    plot_corr.main(["--path_t", str(teacher), "--path_s", str(student / "resnet8_last.pth"), "--out", str(out),
+                    *SPEED])
+    assert f"data set from {student / 'config.json'}: --dataset synthetic --syn_classes 7" in capsys.readouterr().out
+    texts = svg_texts(out)
+    assert "Class-correlation difference, student vs teacher" in texts
+    assert f"student resnet8 (run {RUN})" in texts and f"teacher resnet20 (run {teacher.name})" in texts
+    assert "synthetic, 7 classes, 16 train / 70 test images, seed 3; 70 test images" in texts
+    assert {"logit of class j", "test images of class i"} <= set(texts)
+    assert "|student − teacher| of the class-mean standardised logit (diagonal set to 0)" in texts  # colour bar
+
+
+def test_another_dataset_on_the_command_line_takes_nothing_from_the_run(tmp_path, capsys):
+    needs_plot_libraries()
+    folder = run_folder(tmp_path, RUN, "resnet8", 10, 1, dataset="cifar10", syn_val_size=70)
+    out = tmp_path / "t.svg"
+    script("plot_tsne").main(["--path", str(folder), "--out", str(out), *DATA])
+    assert "data set from" not in capsys.readouterr().out
+    assert "synthetic, 10 classes, 16 train / 80 test images, seed 0; 80 test images" in svg_texts(out)
+    with pytest.raises(SystemExit) as exit_info:
+        script("plot_tsne").main(["--path", str(folder), "--out", str(tmp_path / "t.jpg"), *DATA])
+    assert exit_info.value.code == 2
+    assert "--out" in capsys.readouterr().err
