@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from helper.figures import dataset_label, quantity_name  # noqa: E402
-from helper.runs import Run, find_run_folders, finite, read_run, scalar  # noqa: E402
+from helper.runs import Run, find_run_folders, finite, read_runs, scalar  # noqa: E402
 
 # Trials of a method share its colour and differ in line style; dashed is kept for unfinished or failed runs.
 TRIAL_STYLES = ("-", "-.", ":", (0, (5, 1, 1, 1, 1, 1)))
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         print("plot_runs.py needs matplotlib: pip install -r requirements-plot.txt", file=sys.stderr)
         return 1
     paths = args.paths or [Path("save")]
-    runs = [r for r in (read_run(f) for f in find_run_folders(paths)) if r.rows]
+    runs = [r for r in read_runs(find_run_folders(paths), "plot_runs.py") if r.rows]
     if not runs:
         print(f"no run with a metrics.jsonl under {', '.join(map(str, paths))}", file=sys.stderr)
         return 1

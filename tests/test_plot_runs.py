@@ -127,3 +127,15 @@ def test_quantity_names_fall_back_to_spelled_out_keys():
     assert quantity_name("lr") == "Learning rate" and quantity_name("test_acc") == "Test accuracy (%)"
     assert quantity_name("init_loss_init") == "Loss, init stage"
     assert quantity_name("init_lr") == "Learning rate, init stage" and quantity_name("loss_xyz") == "Loss xyz"
+
+
+def test_a_corrupt_run_folder_is_skipped_in_one_line(tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="matplotlib is optional (requirements-plot.txt)")
+    root = tmp_path / "save"
+    write_ours(root, student_opt("kd", (0.1, 0.9, 0.0), "1"), [50.0, 60.0])
+    broken = write_ours(root, student_opt("kd", (0.1, 0.9, 0.0), "2"), [50.0, 60.0])
+    (Path(broken) / "metrics.jsonl").write_bytes(b"\x00\xff\xfe binary")
+    assert plot_runs.main([str(root), "--out", str(tmp_path / "plots")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("plot_runs.py: skipped ") and "_2" in err[0]
+    assert (tmp_path / "plots" / "test_acc.svg").is_file()
