@@ -6,6 +6,12 @@
 
 from __future__ import annotations
 
+from helper.options import early_usage_check, list_choices, training_notes
+from helper.script_options import NO_FP16, WEIGHTS_GROUP, check_student, student_parser
+
+if __name__ == "__main__":  # a usage error of the common flags in one line before the seconds of imports below
+    early_usage_check(student_parser, check_student)
+
 import argparse
 import itertools
 from functools import partial
@@ -22,18 +28,18 @@ from distiller_zoo.registry import (
     add_method_args,
     get_method,
     method_names,
+    weights_summary,
 )
 from helper.checkpoint import load_strict, safe_load, state_dict_of
 from helper.compile import plan_compile
 from helper.config_file import parse_with_config
 from helper.distributed import broadcast_state, gradient_averager, rank_zero_first
-from helper.dot import DELTA, DELTA_IMAGENET, NO_FP16, DistillationOrientedTrainer, dot_momenta
+from helper.dot import DistillationOrientedTrainer, dot_momenta
 from helper.engine import validate
 from helper.errors import UserError, as_user_errors, run_cli
-from helper.launcher import add_launcher_args, launch, take_process_share
+from helper.launcher import launch, take_process_share
 from helper.naming import arch_from_path, student_run_name
 from helper.objectives import DistillObjective, InitObjective
-from helper.options import OneLineParser, add_training_args, validate_training_args
 from helper.peer import TrainedPeer
 from helper.pretrained import torchvision_state_dict
 from helper.runconfig import save_run_config
@@ -41,55 +47,20 @@ from helper.setup import Runtime, build_train_loader, build_val_loader, place_mo
 from helper.teacher import FrozenTeacher, freeze_teacher
 from helper.trainer import RunOutputs, Stage, Trainer, prepare_outputs
 from helper.util import lr_at_epoch
-from models import IMAGENET_MODELS, build_model, model_dict
+from models import IMAGENET_MODELS, build_model, model_dict, model_fitting
 
 
 def parse_option(argv: list[str] | None = None) -> tuple[argparse.Namespace, MethodSpec]:
-    parser = OneLineParser(prog="train_student.py", description="distil a teacher into a student")
-    parser.add_argument("--path_t", "--t_model_path", dest="path_t", default=None,
-                        help="teacher checkpoint ({'model': state_dict, ...}); --t_model_path: KamalEngine's spelling")
-    parser.add_argument("--teacher_weights", default=None, choices=["torchvision"],
-                        help="torchvision: the --model_t teacher with torchvision's ImageNet weights "
-                             "(from the torch hub cache), instead of --path_t")
-    parser.add_argument("--model_t", default=None,
-                        help="teacher architecture (default: stored in the checkpoint or read from its folder)")
-    parser.add_argument("--fold_teacher_bn", action=argparse.BooleanOptionalAction, default=True,
-                        help="fold the frozen teacher's BatchNorms into its convolutions: the same outputs, "
-                             "fewer passes (--no-fold_teacher_bn: run it unchanged, as RepDistiller)")
-    parser.add_argument("--model_s", default="resnet8", help=f"one of: {', '.join(model_dict)}")
-    parser.add_argument("--init_s", default=None,
-                        help="student initialisation: a checkpoint ({'model': state_dict} or a bare state_dict) "
-                             "loaded strictly before training, e.g. a baseline's (train_teacher.py --save_init)")
-    parser.add_argument("--distill", default="kd", help=f"one of: {', '.join(method_names())}")
-    parser.add_argument("--trial", default="1", help="experiment id, part of the run folder name")
-    w = parser.add_argument_group("loss weights (default: the method's, as RepDistiller's scripts)")
-    w.add_argument("-r", "--gamma", "--r", type=float, default=None, help="weight of the cross-entropy loss")
-    w.add_argument("-a", "--alpha", "--a", type=float, default=None, help="weight of the KD loss")
-    w.add_argument("-b", "--beta", "--b", type=float, default=None, help="weight of the method's own loss")
-    m = parser.add_argument_group("method settings (RepDistiller's defaults)")
-    m.add_argument("--kd_T", type=float, default=4, help="temperature for KD")
-    m.add_argument("--logit_standardization", action="store_true",
-                   help="z-score each sample's teacher and student logits before the temperature in the KD term "
-                        "and in logit methods (Sun et al. 2024; its KD recipe: --kd_T 2 -a 9)")
-    m.add_argument("--init_epochs", type=int, default=30, help="epochs of the init stage (AB, FSP, FT)")
-    m.add_argument("--hint_layer", type=int, default=2, help="FitNet: index of the tapped feature")
-    m.add_argument("--feat_dim", type=int, default=128, help="embedding size (CRD, CC)")
-    m.add_argument("--mode", default="exact", choices=["exact", "relax"], help="CRD positive sampling")
-    m.add_argument("--nce_k", type=int, default=16384, help="CRD: negatives per sample")
-    m.add_argument("--nce_t", type=float, default=0.07, help="CRD: temperature")
-    m.add_argument("--nce_m", type=float, default=0.5, help="CRD: memory momentum")
-    o = parser.add_argument_group("optimizer of the distillation stage")
-    o.add_argument("--optimizer", default="sgd", choices=["sgd", "dot"],
-                   help="sgd; dot: mdistiller's distillation-oriented trainer (Zhao et al. 2023), task and "
-                        "distillation gradients in momentum buffers of their own")
-    o.add_argument("--dot_delta", type=float, default=None,
-                   help=f"DOT: task momentum --momentum minus this, distillation momentum plus it (default "
-                        f"{DELTA}, {DELTA_IMAGENET} on ImageNet, as mdistiller)")
+    """The options (helper.script_options' flags and checks, then the registry's), and the method's spec."""
+    parser = student_parser()
     add_method_args(parser)
-    add_training_args(parser)
-    add_launcher_args(parser)
+    list_choices(parser, "model_s", list(model_dict))
+    list_choices(parser, "distill", method_names())
+    next(g for g in parser._action_groups if g.title == WEIGHTS_GROUP).description = \
+        f"-r/-a/-b by default: {weights_summary()}"
     opt = parse_with_config(parser, argv)
-
+    check_student(opt, parser)
+    training_notes(opt)
     try:
         spec = get_method(opt.distill)
     except ValueError as exc:
@@ -99,57 +70,34 @@ def parse_option(argv: list[str] | None = None) -> tuple[argparse.Namespace, Met
         parser.error(f"unknown --model_s '{opt.model_s}'; choose one of: {', '.join(model_dict)}")
     if opt.model_t is not None and opt.model_t not in model_dict:
         parser.error(f"unknown --model_t '{opt.model_t}'; choose one of: {', '.join(model_dict)}")
-    if opt.teacher_weights is not None:
-        if opt.path_t is not None:
-            parser.error("give either --path_t or --teacher_weights, not both")
-        if opt.model_t is None:
-            parser.error("--teacher_weights torchvision needs --model_t (the teacher's architecture)")
-    elif opt.path_t is None and not spec.trains_peer:
+    if opt.teacher_weights is None and opt.path_t is None and not spec.trains_peer:
         parser.error("--path_t is required: the teacher checkpoint to distil from (or --teacher_weights torchvision)")
     if spec.trains_peer and opt.path_t is None and opt.model_t is None:
         parser.error(f"--distill {spec.name} trains a peer network beside the student: name it with --model_t "
                      "(--path_t optionally initialises it)")
-    validate_training_args(opt, parser, opt.model_s)
-    for flag, value in (("-r", opt.gamma), ("-a", opt.alpha), ("-b", opt.beta)):
-        if value is not None and value < 0:
-            parser.error(f"{flag} must not be negative, got {value}")
     defaults = spec.weights
     if opt.gamma is None:  # RepDistiller's -r default is the integer 1: its run folders say r:1, and so do ours
         opt.gamma = 1 if defaults.gamma == 1 else defaults.gamma
     opt.alpha = defaults.alpha if opt.alpha is None else opt.alpha
     opt.beta = defaults.beta if opt.beta is None else opt.beta
-    for name in ("kd_T", "nce_k", "nce_t", "feat_dim"):
-        if getattr(opt, name) <= 0:
-            parser.error(f"--{name} must be positive, got {getattr(opt, name)}")
-    if opt.init_epochs < 0:
-        parser.error(f"--init_epochs must not be negative, got {opt.init_epochs}")
-    if not 0 <= opt.nce_m <= 1:
-        parser.error(f"--nce_m must be in [0, 1], got {opt.nce_m}")
-    validate_optimizer(opt, parser)
     opt.model_path = "./save/student_model"
     opt.tb_path = "./save/student_tensorboards"
     return opt, spec
 
 
-def validate_optimizer(opt: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """DOT's delta (mdistiller's per data set when not given), in one line each when it cannot train."""
-    if opt.optimizer != "dot":
-        if opt.dot_delta is not None:
-            parser.error("--dot_delta sets --optimizer dot's momenta; add --optimizer dot or leave it out")
-        return
-    if opt.dot_delta is None:
-        opt.dot_delta = DELTA_IMAGENET if opt.dataset == "imagenet" else DELTA
-    if not 0 <= opt.dot_delta <= opt.momentum:
-        parser.error(f"--dot_delta must be in [0, --momentum {opt.momentum}], got {opt.dot_delta}")
-    if opt.nesterov:
-        parser.error("--optimizer dot has no Nesterov form (mdistiller's has none): leave --nesterov out")
-    if opt.precision == "fp16":  # early; --precision auto is checked once resolved (main_optimizer)
-        parser.error(NO_FP16)
+def nce_k_too_large(nce_k: int, n_train: int) -> str:
+    """Why --nce_k cannot be drawn from a training set of ``n_train`` samples, and a value that can."""
+    if n_train < 2:
+        return f"--nce_k needs a training set of at least 2 samples to draw negatives from, not {n_train}"
+    fits = 1 << ((n_train - 1).bit_length() - 1)  # the largest power of two below n_train, as 16384 is
+    return (f"--nce_k {nce_k} must be smaller than the training set ({n_train} samples): pass --nce_k {fits} "
+            f"(or another N below {n_train})")
 
 
-def teacher_arch(opt: argparse.Namespace, checkpoint: dict) -> str:
-    """--model_t, else the checkpoint's 'arch', else the folder name (RepDistiller's convention)."""
-    arch = opt.model_t or checkpoint.get("arch") or arch_from_path(opt.path_t, list(model_dict))
+def teacher_arch(opt: argparse.Namespace, checkpoint: dict, fallback: str | None = None) -> str:
+    """--model_t, else the checkpoint's 'arch', else the folder name (RepDistiller's convention), else
+    ``fallback`` (train.py's: KamalEngine's example teacher)."""
+    arch = opt.model_t or checkpoint.get("arch") or arch_from_path(opt.path_t, list(model_dict)) or fallback
     if arch is None:
         raise UserError(f"cannot tell the teacher's architecture from {opt.path_t}; pass --model_t")
     if arch not in model_dict:
@@ -157,17 +105,25 @@ def teacher_arch(opt: argparse.Namespace, checkpoint: dict) -> str:
     return arch
 
 
-def load_teacher(opt: argparse.Namespace, num_classes: int) -> torch.nn.Module:
+def load_teacher(opt: argparse.Namespace, num_classes: int, fallback: str | None = None) -> torch.nn.Module:
+    """The teacher (or a peer's start), its architecture settled as :func:`teacher_arch` says."""
     if opt.path_t is None and opt.teacher_weights is None:  # a peer the method trains from scratch (DML)
         return build_model(opt.model_t, num_classes)
     if opt.teacher_weights == "torchvision":
         state, source = torchvision_state_dict(opt.model_t, num_classes), f"torchvision's {opt.model_t} weights"
     else:
         checkpoint = safe_load(opt.path_t)
-        opt.model_t = teacher_arch(opt, checkpoint)
+        opt.model_t = teacher_arch(opt, checkpoint, fallback)
         state, source = state_dict_of(checkpoint, opt.path_t), opt.path_t
     teacher = build_model(opt.model_t, num_classes)
-    load_strict(teacher, state, source, opt.model_t)
+    try:
+        load_strict(teacher, state, source, opt.model_t)
+    except UserError:
+        fit = model_fitting(state, num_classes)
+        if fit is None:
+            raise
+        raise UserError(f"{source} holds {fit} weights, which do not fit --model_t {opt.model_t}: "
+                        f"pass --model_t {fit}") from None
     return teacher
 
 
@@ -245,21 +201,23 @@ def make_stages(opt, spec: MethodSpec, student, train_student, teacher, method, 
     return stages
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, teacher_fallback: str | None = None) -> None:
+    """``teacher_fallback``: the teacher's architecture when neither --model_t, the checkpoint nor its folder
+    name gives it (train.py's)."""
     opt, spec = parse_option(argv)
-    if launch(opt, main, argv):  # --multiprocessing_distributed: its processes have run main
+    if launch(opt, partial(main, teacher_fallback=teacher_fallback), argv):  # --multiprocessing_distributed
         return
     share = take_process_share(opt)
     rt = setup_runtime(opt)
     with as_user_errors(ValueError, DatasetUnavailable), rank_zero_first(rt.info):
         bundle = build_data(opt)
-        teacher = load_teacher(opt, bundle.num_classes)
+        teacher = load_teacher(opt, bundle.num_classes, teacher_fallback)
         student = build_model(opt.model_s, bundle.num_classes)
         if opt.init_s is not None:
             load_strict(student, state_dict_of(safe_load(opt.init_s), opt.init_s), opt.init_s, opt.model_s)
     contrast = spec.wants_contrast(opt)
     if contrast and opt.nce_k >= len(bundle.train):
-        raise UserError(f"--nce_k {opt.nce_k} must be smaller than the training set ({len(bundle.train)} samples)")
+        raise UserError(nce_k_too_large(opt.nce_k, len(bundle.train)))
     opt.model_name = student_run_name(opt)
     opt.save_folder = str(Path(opt.model_path) / opt.model_name)
     opt.tb_folder = str(Path(opt.tb_path) / opt.model_name)

@@ -5,6 +5,12 @@
 
 from __future__ import annotations
 
+from helper.options import early_usage_check, list_choices, training_notes
+from helper.script_options import check_teacher, teacher_parser
+
+if __name__ == "__main__":  # a usage error in one line before the seconds of imports below
+    early_usage_check(teacher_parser, check_teacher)
+
 import argparse
 from functools import partial
 from pathlib import Path
@@ -17,10 +23,9 @@ from helper.compile import plan_compile
 from helper.config_file import parse_with_config
 from helper.distributed import DistInfo, rank_zero_first
 from helper.errors import UserError, as_user_errors, run_cli
-from helper.launcher import add_launcher_args, launch, take_process_share
+from helper.launcher import launch, take_process_share
 from helper.naming import teacher_run_name
 from helper.objectives import SupervisedObjective
-from helper.options import OneLineParser, add_training_args, validate_training_args
 from helper.runconfig import save_run_config
 from helper.setup import build_train_loader, build_val_loader, place_model, setup_runtime, wrap_ddp
 from helper.trainer import RunOutputs, Stage, Trainer, prepare_outputs
@@ -29,18 +34,13 @@ from models import build_model, model_dict
 
 
 def parse_option(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = OneLineParser(prog="train_teacher.py", description="train a network on the labels alone")
-    parser.add_argument("--model", default="resnet110", help=f"one of: {', '.join(model_dict)}")
-    parser.add_argument("-t", "--trial", default="0", help="experiment id, part of the run folder name")
-    parser.add_argument("--save_init", default=None,
-                        help="also write the freshly initialised model here ({'model': state_dict, 'arch'}), "
-                             "for students that start from the same weights (train_student.py --init_s)")
-    add_training_args(parser)
-    add_launcher_args(parser)
+    parser = teacher_parser()
+    list_choices(parser, "model", list(model_dict))
     opt = parse_with_config(parser, argv)
+    check_teacher(opt, parser)
+    training_notes(opt)
     if opt.model not in model_dict:
         parser.error(f"unknown --model '{opt.model}'; choose one of: {', '.join(model_dict)}")
-    validate_training_args(opt, parser, opt.model)
     opt.model_path = "./save/models"
     opt.tb_path = "./save/tensorboard"
     opt.model_name = teacher_run_name(opt)

@@ -10,6 +10,12 @@ BatchNorm statistics never move (the reference trains in train mode, where they 
 
 from __future__ import annotations
 
+from helper.options import default_learning_rate, early_usage_check, list_choices, training_notes
+from helper.script_options import check_transfer, transfer_parser
+
+if __name__ == "__main__":  # a usage error in one line before the seconds of imports below
+    early_usage_check(transfer_parser, check_transfer)
+
 import argparse
 from functools import partial
 from pathlib import Path
@@ -26,7 +32,6 @@ from helper.errors import as_user_errors, run_cli
 from helper.model_file import load_model_file
 from helper.naming import teacher_run_name
 from helper.objectives import SupervisedObjective
-from helper.options import OneLineParser, add_training_args, validate_training_args
 from helper.runconfig import save_run_config
 from helper.setup import build_train_loader, build_val_loader, place_model, setup_runtime, wrap_ddp
 from helper.trainer import RunOutputs, Stage, Trainer, prepare_outputs
@@ -34,32 +39,19 @@ from helper.util import lr_at_epoch
 from models import model_dict
 from models.classifier import classifier_of, input_size, replace_module
 
-DATASETS = ("stl10", "tinyimagenet", "folder", "cifar10", "cifar100", "synthetic")
-
 
 def parse_option(argv: list[str] | None = None) -> tuple[argparse.Namespace, nn.Module]:
     """The options, and the student network read from --path_s (its architecture settles the defaults)."""
-    parser = OneLineParser(prog="transfer_student.py", description="linear probe of a frozen distilled student")
-    parser.add_argument("--path_s", default=None, help="the student's model file, or its run folder")
-    parser.add_argument("--model_s", default=None,
-                        help=f"its architecture (default: stored in the file, or read from its folder): "
-                             f"one of {', '.join(model_dict)}")
-    parser.add_argument("-t", "--trial", default="0", help="experiment id, part of the run folder name")
-    add_training_args(parser)
-    # the distillers' transfer_student.py schedule
-    parser.set_defaults(dataset="stl10", epochs=120, lr_decay_epochs=[30, 60, 90], save_freq=50)
-    next(a for a in parser._actions if a.dest == "dataset").help = f"one of {', '.join(DATASETS)}"
+    parser = transfer_parser()
+    list_choices(parser, "model_s", list(model_dict))
     opt = parse_with_config(parser, argv)
-    if opt.path_s is None:
-        parser.error("--path_s is required: the distilled student's model file (or its run folder)")
-    if opt.dataset not in DATASETS:
-        parser.error(f"unknown --dataset '{opt.dataset}'; choose one of: {', '.join(DATASETS)}")
+    check_transfer(opt, parser)
+    training_notes(opt)
     if opt.model_s is not None and opt.model_s not in model_dict:
         parser.error(f"unknown --model_s '{opt.model_s}'; choose one of: {', '.join(model_dict)}")
-    if opt.sync_bn:
-        parser.error("--sync_bn does nothing here: the frozen backbone's BatchNorms stay in eval mode")
     student, opt.model_s, _ = load_model_file(opt.path_s, opt.model_s, head=False)
-    validate_training_args(opt, parser, opt.model_s)
+    if opt.learning_rate is None:
+        opt.learning_rate = default_learning_rate(opt.model_s)
     opt.model_path = "./save/ft/models"
     opt.tb_path = "./save/ft/tensorboard"
     opt.model_name = teacher_run_name(argparse.Namespace(**{**vars(opt), "model": opt.model_s}))

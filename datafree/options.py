@@ -13,7 +13,7 @@ from datafree.data import DATASETS
 from datafree.models import DEFAULT_TEACHER, FDF_NAMES, canonical_arch
 from helper.config_file import parse_with_config
 from helper.errors import UserError
-from helper.options import OneLineParser
+from helper.options import OneLineParser, require_non_negative, require_positive, validate_data_args
 
 GENERATIVE = ("dafl", "zskt", "dfad", "dfq")
 METHODS = ("fast_meta", "fast", "deepinv", *GENERATIVE)
@@ -134,9 +134,8 @@ def _check(opt: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         parser.error(f"--dataset {opt.dataset}: data-free distillation takes {', '.join(DATASETS)}")
     if opt.nz is None:
         opt.nz = 512 if opt.method == "dafl" else 256
-    for name in ("epochs", "kd_steps", "ep_steps", "g_steps", "batch_size", "pool_size", "nz", "ngf"):
-        if getattr(opt, name) <= 0:
-            parser.error(f"--{name} must be positive, got {getattr(opt, name)}")
+    require_positive(opt, parser, "epochs", "kd_steps", "ep_steps", "g_steps", "batch_size", "pool_size", "nz", "ngf")
+    validate_data_args(opt, parser)
     if opt.ep_steps < opt.kd_steps:
         parser.error(f"--ep_steps ({opt.ep_steps}) must be at least --kd_steps ({opt.kd_steps}): an epoch has "
                      "ep_steps // kd_steps synthesis rounds")
@@ -145,12 +144,9 @@ def _check(opt: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if opt.synthesis_batch_size <= 0 or opt.synthesis_batch_size > opt.pool_size:
         parser.error(f"--synthesis_batch_size must be in 1..--pool_size ({opt.pool_size}), got "
                      f"{opt.synthesis_batch_size}")
-    for name in ("lr", "T", "lr_g"):
-        if getattr(opt, name) <= 0:
-            parser.error(f"--{name} must be positive, got {getattr(opt, name)}")
-    for name in ("adv", "bn", "oh", "lr_z", "weight_decay", "momentum", "warmup", "start_epoch", "save_images"):
-        if getattr(opt, name) < 0:
-            parser.error(f"--{name} must not be negative, got {getattr(opt, name)}")
+    require_positive(opt, parser, "lr", "T", "lr_g")
+    require_non_negative(opt, parser, "adv", "bn", "oh", "lr_z", "weight_decay", "momentum", "warmup", "start_epoch",
+                         "save_images")
     if not 0 <= opt.bn_mmt < 1:
         parser.error(f"--bn_mmt must be in [0, 1), got {opt.bn_mmt}")
     if opt.multiprocessing_distributed or opt.world_size > 1:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from helper.options import add_data_args
+
 from .base import ArrayDataset, DataBundle, DatasetUnavailable
 from .cifar10 import build_cifar10
 from .cifar100 import build_cifar100
@@ -28,20 +30,6 @@ DATASETS: dict[str, Callable[[argparse.Namespace], DataBundle]] = {
 
 __all__ = ["DATASETS", "ArrayDataset", "ContrastSampleDataset", "DataBundle", "DatasetUnavailable",
            "InstanceDataset", "add_data_args", "build_data", "make_train_loader", "make_val_loader"]
-
-
-def add_data_args(parser: argparse.ArgumentParser) -> None:
-    """The data flags every training script shares."""
-    group = parser.add_argument_group("data")
-    group.add_argument("--dataset", default="cifar100", help=f"one of {', '.join(DATASETS)}")
-    group.add_argument("--data_folder", default="./data", help="where datasets live (and are downloaded to)")
-    group.add_argument("--image_size", type=int, default=None,
-                       help="folder/imagenet/tinyimagenet/stl10 input size (default: first image's / 224 / 64 / 96)")
-    group.add_argument("--syn_classes", type=int, default=100, help="synthetic: number of classes")
-    group.add_argument("--syn_train_size", type=int, default=5000, help="synthetic: training images")
-    group.add_argument("--syn_val_size", type=int, default=1000, help="synthetic: validation images")
-    group.add_argument("--syn_seed", type=int, default=0, help="synthetic: generator seed")
-    group.add_argument("--num_workers", type=int, default=8, help="data loader worker processes")
 
 
 def build_data(opt: argparse.Namespace) -> DataBundle:

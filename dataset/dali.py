@@ -20,7 +20,6 @@ shard per rank, each image once.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import io
 import math
 from collections.abc import Iterator, Sequence
@@ -38,7 +37,6 @@ from .base import DataBundle
 from .folder import SMALL
 from .memory import VARIANTS, PositionedBatches, batch_seed
 
-INSTALL_HINT = "pip install -r requirements-dali.txt (NVIDIA DALI, nvidia-dali-cuda120)"
 TRAIN_AREA = (0.1, 1.0)  # SemCKD's (NVIDIA's example's) random crop; torchvision's: (0.08, 1), (3/4, 4/3)
 TRAIN_ASPECT = (0.8, 1.25)
 ATTEMPTS = 100  # SemCKD's num_attempts; torchvision tries 10 times
@@ -62,10 +60,6 @@ def crop_window(width: int, height: int, rng: np.random.Generator, area: tuple[f
     elif width / height > aspect[1]:
         w = round(height * aspect[1])
     return (width - w) // 2, (height - h) // 2, w, h
-
-
-def dali_installed() -> bool:
-    return importlib.util.find_spec("nvidia.dali") is not None
 
 
 def item_draw(seed: int, rank: int, epoch: int, position: int, width: int, height: int

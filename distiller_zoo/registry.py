@@ -318,6 +318,13 @@ def add_method_args(parser: argparse.ArgumentParser) -> None:
             spec.add_args(parser.add_argument_group(f"{spec.name}: {spec.summary}"))
 
 
+def weights_summary() -> str:
+    """Each method's default -r/-a/-b, compactly, for --help: ``abound=1/0/1, afd=1/0/500, ...``."""
+    load_methods()
+    return ", ".join(f"{name}={w.gamma:g}/{w.alpha:g}/{w.beta:g}"
+                     for name, w in sorted((spec.name, spec.weights) for spec in _METHODS.values()))
+
+
 def get_method(name: str) -> MethodSpec:
     """The spec for ``--distill name`` (aliases such as ``fitnet`` or ``at`` accepted)."""
     load_methods()

@@ -27,9 +27,12 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """The option mapping in ``path`` (``.json``, ``.yaml``/``.yml``; other names: JSON, then YAML)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not a text file (byte {exc.start} is not UTF-8): give a YAML or JSON file") \
+            from None
     if path.suffix.lower() == ".json" or (path.suffix.lower() not in (".yaml", ".yml") and _looks_json(text)):
         try:
             data = json.loads(text)
@@ -50,6 +53,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path} must hold a mapping of option names to values, not a {type(data).__name__}")
     if isinstance(data.get("options"), dict) and "command" in data:  # a run folder's config.json
         data = data["options"]
+    for key in data:
+        if not isinstance(key, str):
+            raise ConfigError(f"option names are words such as 'epochs', not {key!r} ({type(key).__name__})")
     return dict(data)
 
 
@@ -62,9 +68,14 @@ def _option_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Actio
 
 
 def _convert(action: argparse.Action, key: str, value: Any) -> Any:
-    """``value`` as the command line would have produced it, or a one-line ConfigError."""
+    """``value`` as the command line would have produced it, or a one-line ConfigError.
+
+    null stands for the default where that is None (a run's config.json records unset options so); an option
+    with a value of its own by default has no null form on the command line either."""
     if value is None:
-        return None
+        if action.default is None:
+            return None
+        raise ConfigError(f"option '{key}' is null: give a value, or leave it out for its default")
     if isinstance(action, _SWITCHES):
         if not isinstance(value, bool):
             raise ConfigError(f"option '{key}' is a switch: give true or false, not {value!r}")
@@ -93,13 +104,15 @@ def _convert_one(action: argparse.Action, key: str, value: Any) -> Any:
     return converted
 
 
-def config_defaults(parser: argparse.ArgumentParser, values: dict[str, Any]) -> dict[str, Any]:
-    """Check every key against the parser's options and convert each value as its flag would."""
+def config_defaults(parser: argparse.ArgumentParser, values: dict[str, Any], known_only: bool = False
+                    ) -> dict[str, Any]:
+    """Check every key against the parser's options and convert each value as its flag would (``known_only``:
+    skip the keys the parser does not have yet, as the early check does for the registry's flags)."""
     actions = _option_actions(parser)
     defaults = {}
     for key, value in values.items():
-        if key == "config":
-            continue  # a run's own record of which file it read; files do not nest
+        if key == "config" or (known_only and key not in actions):
+            continue  # "config": a run's own record of which file it read; files do not nest
         if key not in actions:
             close = difflib.get_close_matches(key, list(actions), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -108,17 +121,19 @@ def config_defaults(parser: argparse.ArgumentParser, values: dict[str, Any]) -> 
     return defaults
 
 
-def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
-    """``parser.parse_args(argv)`` with ``--config FILE``'s options as defaults (file < command line)."""
+def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None = None, known_only: bool = False
+                      ) -> argparse.Namespace:
+    """``parser.parse_args(argv)`` with ``--config FILE``'s options as defaults (file < command line);
+    ``known_only``: the options the parser has, leaving other flags and keys for a fuller parser."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
     if known.config is not None:
         try:
-            parser.set_defaults(**config_defaults(parser, read_config_file(known.config)))
+            parser.set_defaults(**config_defaults(parser, read_config_file(known.config), known_only))
         except ConfigError as exc:
             parser.error(f"--config {known.config}: {exc}")
-    return parser.parse_args(argv)
+    return parser.parse_known_args(argv)[0] if known_only else parser.parse_args(argv)
 
 
 def _data_dests(parser: argparse.ArgumentParser) -> list[str]:

@@ -19,13 +19,6 @@ from torch.nn.parallel import DistributedDataParallel
 from helper.distributed import DistInfo, gradient_averager
 from helper.errors import UserError
 
-#: mdistiller's DELTA: cfg.py and its CIFAR-100 and Tiny-ImageNet configs; its ImageNet configs use 0.09
-DELTA = 0.075
-DELTA_IMAGENET = 0.09
-#: one loss scale (fp16's GradScaler) cannot serve two backward passes and the one unscale a step allows
-NO_FP16 = ("--optimizer dot does not run under fp16 loss scaling (its two backward passes would each need "
-           "one); use --precision bf16 or fp32")
-
 
 def dot_momenta(momentum: float, delta: float) -> tuple[float, float]:
     """(task momentum, distillation momentum) = (m - delta, m + delta), as mdistiller's DOT trainer."""

@@ -30,32 +30,9 @@ from helper.errors import UserError
 
 WORKER_ENV = "KD_LAUNCHER_WORKER"  # set in the processes this launcher starts
 SPLIT_OPTIONS = ("batch_size", "num_workers")  # per node on the command line, per process in a worker
-DEFAULT_URL = "tcp://127.0.0.1:23451"  # SemCKD's default
 # When a worker fails, the others get this long to finish on their own (a checkpoint being written, or the
 # error line of the worker that failed first, while a peer's crash because of it arrived sooner) before SIGTERM.
 GRACE_SECONDS = 30
-
-
-def add_launcher_args(parser: argparse.ArgumentParser) -> None:
-    """SemCKD's launcher flags, with the node flags of PyTorch's ImageNet example for several machines."""
-    g = parser.add_argument_group("SemCKD's launcher (instead of torchrun; see docs/distributed.md)")
-    g.add_argument("--multiprocessing_distributed", action="store_true",
-                   help="start one process per GPU of --gpu_id (on CPU: --nproc_per_node gloo processes) and "
-                        "train data-parallel; --batch_size and --num_workers are then the node's, split over its "
-                        "processes as SemCKD does (--batch_size 256 on 8 GPUs: 32 per process)")
-    g.add_argument("--gpu_id", default=None,
-                   help="GPUs to use, e.g. 0,1,2,3 (sets CUDA_VISIBLE_DEVICES, as SemCKD; default: every visible "
-                        "GPU). On a machine without GPUs the list only counts the CPU processes to start")
-    g.add_argument("--nproc_per_node", type=int, default=None,
-                   help="processes on this node under --multiprocessing_distributed (default: one per --gpu_id "
-                        "entry, or per visible GPU; 1 on CPU without --gpu_id)")
-    g.add_argument("--dist_url", default=DEFAULT_URL,
-                   help="where process 0 listens: tcp://host:port (node 0's address), or env:// to read "
-                        "MASTER_ADDR and MASTER_PORT")
-    g.add_argument("--dist_backend", default=None, choices=["nccl", "gloo"],
-                   help="accepted for SemCKD's command lines: the device decides (nccl on GPUs, gloo on CPU)")
-    g.add_argument("--world_size", type=int, default=1, help="nodes (machines), each running the same command")
-    g.add_argument("--rank", type=int, default=0, help="this node's rank, 0 .. --world_size - 1")
 
 
 def gpu_list(text: str | None) -> list[int]:

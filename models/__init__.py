@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from .mobilenetv1 import MobileNetV1
@@ -83,3 +84,15 @@ def build_model(name: str, num_classes: int) -> nn.Module:
     if name not in model_dict:
         raise ValueError(f"unknown model '{name}'; choose one of: {', '.join(model_dict)}")
     return model_dict[name](num_classes=num_classes)
+
+
+def model_fitting(state: dict[str, torch.Tensor], num_classes: int) -> str | None:
+    """The first architecture whose weights have exactly ``state``'s names and shapes, or None: what to
+    suggest when a checkpoint does not fit the one named. Built on the meta device (no memory, no init)."""
+    wanted = {key: tuple(value.shape) for key, value in state.items()}
+    for name in model_dict:
+        with torch.device("meta"):
+            model = build_model(name, num_classes)
+        if {key: tuple(value.shape) for key, value in model.state_dict().items()} == wanted:
+            return name
+    return None

@@ -120,3 +120,54 @@ def test_resume_keeps_the_record_of_the_start(run_student, tmp_path):
     first = (run / "config.json").read_text()
     run_student("--epochs", "2", "--resume", "--seed", "3")
     assert (run / "config.json").read_text() == first
+
+
+# ----- config files that held a null, bytes or a non-string key (issue 22, item 13) -----
+BAD_FILES = [
+    ("null.json", b'{"epochs": null}', "option 'epochs' is null: give a value, or leave it out for its default"),
+    ("null.yaml", b"batch_size: null\n", "option 'batch_size' is null"),
+    ("bytes.yaml", bytes(range(256)), "is not a text file (byte 128 is not UTF-8)"),
+    ("bytes.json", b'{"epochs": "\xff"}', "is not a text file"),
+    ("key.yaml", b"1: 2\n", "option names are words such as 'epochs', not 1 (int)"),
+    ("key.json.yaml", b"{[1, 2]: 3}\n", "is not valid YAML"),
+]
+
+
+def one_config_line(err: str, script: str, name: str, message: str) -> None:
+    assert len(err.strip().splitlines()) == 1, (name, err)
+    assert err.startswith(f"{script}: error: --config {name}: ") and message in err, (name, err)
+
+
+@pytest.mark.parametrize("script, base", [
+    ("train_student.py", ["--path_t", "t.pth"]),
+    ("transfer_student.py", ["--path_s", "s.pth"]),
+])
+def test_bad_config_file_is_one_usage_line(tmp_path, script, base):
+    pytest.importorskip("yaml", reason="PyYAML is in requirements.txt")
+    for name, content, message in BAD_FILES:
+        (tmp_path / name).write_bytes(content)
+        proc = run_cli(script, [*base, "--config", name], tmp_path, check=False)
+        assert proc.returncode == EXIT_USAGE, (name, proc.stderr)
+        one_config_line(proc.stderr, script, name, message)
+
+
+def test_bad_config_file_is_one_usage_line_for_datafree(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("yaml", reason="PyYAML is in requirements.txt")
+    from datafree.options import parse_option
+
+    monkeypatch.chdir(tmp_path)
+    for name, content, message in BAD_FILES:
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(SystemExit) as exit_info:
+            parse_option(["--bn", "1", "--config", name])
+        assert exit_info.value.code == EXIT_USAGE
+        one_config_line(capsys.readouterr().err, "datafree_kd.py", name, message)
+    proc = run_cli("datafree_kd.py", ["--bn", "1", "--config", "bytes.yaml"], tmp_path, check=False)
+    assert proc.returncode == EXIT_USAGE
+    one_config_line(proc.stderr, "datafree_kd.py", "bytes.yaml", "is not a text file")
+
+
+def test_null_is_the_default_where_the_default_is_none(tmp_path):
+    cfg = write(tmp_path / "c.json", json.dumps({"seed": None, "learning_rate": None, "dot_delta": None}))
+    opt, _ = train_student.parse_option([*STUDENT, "--config", cfg])
+    assert opt.seed is None and opt.learning_rate == 0.05 and opt.dot_delta is None

@@ -15,9 +15,10 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 import train_student
-from dataset.dali import DaliLoader, crop_window, dali_installed, dali_loader, item_draw
+from dataset.dali import DaliLoader, crop_window, dali_loader, item_draw
 from dataset.imagenet import build_imagenet
 from helper.errors import UserError
+from helper.options import dali_installed
 from helper.sampler import ResumableSampler
 
 needs_dali = pytest.mark.skipif(not dali_installed(), reason="NVIDIA DALI is not installed "

@@ -360,3 +360,11 @@ def test_missing_or_mismatched_folders(tmp_path, name):
     shutil.rmtree(tmp_path / "odd" / "val" / "dog")
     with pytest.raises(DatasetUnavailable, match="same class folders"):
         build_data(data_opt("--dataset", name, "--data_folder", str(tmp_path / "odd")))
+
+
+def test_help_names_the_data_sets_build_data_knows():
+    """helper.options lists them for --help without importing the data sets (the early usage check)."""
+    from dataset import DATASETS
+    from helper.options import DATASET_NAMES
+
+    assert tuple(DATASETS) == DATASET_NAMES

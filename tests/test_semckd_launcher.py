@@ -19,7 +19,7 @@ import train_student
 import train_teacher
 from helper import options
 from helper.errors import UserError
-from helper.launcher import add_launcher_args, exit_status, gpu_list, launch, master_address, plan_launch
+from helper.launcher import exit_status, gpu_list, launch, master_address, plan_launch
 
 # SemCKD's README command for ImageNet, as typed.
 SEED = shlex.split(
@@ -63,7 +63,7 @@ def test_every_long_flag_takes_both_spellings_and_help_lists_one():
     parser = options.OneLineParser(prog="t")
     parser.add_argument("--path_t")
     options.add_training_args(parser)
-    add_launcher_args(parser)
+    options.add_launcher_args(parser)
     opt = parser.parse_args(["--path-t", "x", "--print-freq", "7", "--lr-decay-epochs", "3,4", "--no-channels-last",
                              "--multiprocessing-distributed", "--world-size", "2", "--gpu-id", "0,1", "--num-workers",
                              "3", "--dist_url", "tcp://h:1"])
