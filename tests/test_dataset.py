@@ -198,7 +198,7 @@ def test_loader_options(synthetic):
 
 
 def test_registry_and_flags():
-    assert set(DATASETS) == {"cifar100", "cifar10", "synthetic", "folder", "imagenet"}
+    assert set(DATASETS) == {"cifar100", "cifar10", "synthetic", "folder", "imagenet", "tinyimagenet", "stl10"}
     opt = data_opt()
     assert (opt.dataset, opt.data_folder, opt.image_size, opt.num_workers) == ("cifar100", "./data", None, 8)
     assert (opt.syn_classes, opt.syn_train_size, opt.syn_val_size, opt.syn_seed) == (100, 5000, 1000, 0)
