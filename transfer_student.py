@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     rt = setup_runtime(opt)
     size = opt.image_size or input_size(opt.model_s)
     opt.image_size = size
-    with as_user_errors(ValueError, DatasetUnavailable), rank_zero_first(rt.info):
+    with rank_zero_first(rt.info), as_user_errors(ValueError, DatasetUnavailable):
         bundle = probe_bundle(build_any(opt), size)
     print(f"transfer {opt.model_s} from {opt.path_s} to {bundle.name}: {bundle.num_classes} classes, "
           f"{len(bundle.train)} train / {len(bundle.val)} val images at {size}x{size}")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from helper.checkpoint import atomic_save, atomic_text, safe_load
-from helper.distributed import DistInfo, gather_objects
+from helper.distributed import DistInfo, agree_on_errors, gather_objects
 from helper.engine import EpochTotals, StepVerdict, train_epoch, validate
 from helper.errors import EXIT_PREEMPTED, NonFiniteLoss, UserError
 from helper.rng import capture_rng, restore_rng
@@ -74,7 +74,13 @@ def prepare_outputs(out: RunOutputs, opt: argparse.Namespace, info: DistInfo) ->
     """Check the run folder before anything trains; returns the checkpoint to resume from, if any.
 
     A folder that holds a run is never overwritten silently: it takes ``--resume`` or ``--overwrite``.
+    Rank 0 alone creates the folder, so the ranks agree on the outcome (one rank's error stops them all).
     """
+    with agree_on_errors(info):
+        return _prepare_outputs(out, opt, info)
+
+
+def _prepare_outputs(out: RunOutputs, opt: argparse.Namespace, info: DistInfo) -> Path | None:
     resume_file = out.path(RESUME_FILE)
     if opt.resume is not None:
         path = resume_file if opt.resume == "auto" else Path(opt.resume)

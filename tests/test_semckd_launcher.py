@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import socket
 from pathlib import Path
 
 import pytest
@@ -191,12 +192,26 @@ def test_seed_command_starts_on_cpu_and_trains_as_torchrun_does(tmp_path):
         assert row[key] == pytest.approx(metrics_of(by_torchrun)[0][key], rel=1e-6), key
 
 
-def test_worker_failure_is_the_launcher_exit_status(tmp_path):
-    """A worker's one-line error (no data) stops every worker; the launcher exits with its status."""
+def test_worker_failure_is_one_line_and_the_launcher_exit_status(tmp_path):
+    """Rank 0's one-line error (no data) stops every worker: rank 1, waiting for rank 0 to read the data first,
+    learns its error and exits with it in silence (no gloo traceback); the launcher exits with the status."""
     teacher = write_teacher(tmp_path, "resnet20", num_classes=2)
     proc = run_cli("train_student.py", ["--path_t", str(teacher), "--dataset", "imagenet", "--data_folder",
                                         str(tmp_path / "nothing"), *CPU_RUN, "--multiprocessing-distributed",
                                         "--nproc_per_node", "2", "--dist-url", f"tcp://127.0.0.1:{free_port()}"],
                    tmp_path, check=False)
-    assert proc.returncode == 2, proc.stderr  # rank 0's; rank 1, waiting for it, crashes when it goes (status 1)
-    assert "train_student.py: error: imagenet: no images found" in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("train_student.py: error: imagenet: no images found")
+
+
+def test_port_in_use_is_one_line_before_any_process_starts():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        opt, _ = train_student.parse_option(["--path_t", "t.pth", "--multiprocessing-distributed", "--device", "cpu",
+                                             "--dist-url", f"tcp://127.0.0.1:{port}"])
+        with pytest.raises(UserError, match=f"cannot listen on port {port} here .*pass a free port") as error:
+            launch(opt, train_student.main, None)
+    assert "\n" not in str(error.value)
