@@ -23,6 +23,7 @@ from helper.compile import plan_compile
 from helper.config_file import parse_with_config
 from helper.distributed import rank_zero_first
 from helper.errors import as_user_errors, run_cli
+from helper.launcher import add_launcher_args, launch, take_process_share
 from helper.model_file import load_model_file
 from helper.naming import teacher_run_name
 from helper.objectives import SupervisedObjective
@@ -46,6 +47,7 @@ def parse_option(argv: list[str] | None = None) -> tuple[argparse.Namespace, nn.
                              f"one of {', '.join(model_dict)}")
     parser.add_argument("-t", "--trial", default="0", help="experiment id, part of the run folder name")
     add_training_args(parser)
+    add_launcher_args(parser)
     # the distillers' transfer_student.py schedule
     parser.set_defaults(dataset="stl10", epochs=120, lr_decay_epochs=[30, 60, 90], save_freq=50)
     next(a for a in parser._actions if a.dest == "dataset").help = f"one of {', '.join(DATASETS)}"
@@ -97,6 +99,9 @@ class ProbeObjective(SupervisedObjective):
 
 def main(argv: list[str] | None = None) -> None:
     opt, model = parse_option(argv)
+    if launch(opt, main, argv):  # --multiprocessing_distributed: its processes have run main
+        return
+    share = take_process_share(opt)
     rt = setup_runtime(opt)
     size = opt.image_size or input_size(opt.model_s)
     opt.image_size = size
@@ -107,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     head = attach_probe(model, size, bundle.num_classes)
     out = RunOutputs(Path(opt.save_folder), Path(opt.tb_folder), opt.model_s, save_optimizer=True)
     resume = prepare_outputs(out, opt, rt.info)
-    save_run_config(opt, rt, out.folder, resumed=resume is not None)
+    save_run_config(share.recorded(opt), rt, out.folder, resumed=resume is not None)
     train_loader = build_train_loader(opt, bundle, "plain", rt)
     val_loader = build_val_loader(opt, bundle, rt)
 
