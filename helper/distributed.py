@@ -56,8 +56,8 @@ def group_info() -> DistInfo:
 
 
 def quiet_non_main(info: DistInfo) -> None:
-    """Non-zero ranks print nothing to stdout, whose lines would repeat rank 0's; stderr stays, so an
-    error on any rank is seen."""
+    """Non-zero ranks print nothing to stdout, whose lines would repeat rank 0's; stderr stays (a crash's
+    traceback; one-line errors are said once per node, helper.errors.speaks)."""
     if not info.is_main:
         sys.stdout = open(os.devnull, "w")  # held for the life of the process
 
@@ -72,7 +72,7 @@ class Outcome:
     user_error: bool
 
 
-def agree(error: BaseException | None, info: DistInfo) -> None:
+def agree(error: Exception | None, info: DistInfo) -> None:
     """One collective that every rank joins, failed or not: when some rank failed, every rank raises the
     lowest such rank's error (the rank that crashed re-raises its own exception, with its traceback; the
     others exit with status 1 in silence), so all ranks stop together and with the same status, and none is
