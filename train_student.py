@@ -30,7 +30,7 @@ from distiller_zoo.registry import (
     method_names,
     weights_summary,
 )
-from helper.checkpoint import load_strict, safe_load, state_dict_of
+from helper.checkpoint import load_strict, require_file, safe_load, state_dict_of
 from helper.compile import plan_compile
 from helper.config_file import parse_with_config
 from helper.distributed import broadcast_state, gradient_averager, rank_zero_first
@@ -205,11 +205,14 @@ def main(argv: list[str] | None = None, teacher_fallback: str | None = None) -> 
     """``teacher_fallback``: the teacher's architecture when neither --model_t, the checkpoint nor its folder
     name gives it (train.py's)."""
     opt, spec = parse_option(argv)
+    for path in (opt.path_t, opt.init_s):  # before any process starts (under the launcher or torchrun)
+        if path is not None:
+            require_file(path)
     if launch(opt, partial(main, teacher_fallback=teacher_fallback), argv):  # --multiprocessing_distributed
         return
     share = take_process_share(opt)
     rt = setup_runtime(opt)
-    with as_user_errors(ValueError, DatasetUnavailable), rank_zero_first(rt.info):
+    with rank_zero_first(rt.info), as_user_errors(ValueError, DatasetUnavailable):
         bundle = build_data(opt)
         teacher = load_teacher(opt, bundle.num_classes, teacher_fallback)
         student = build_model(opt.model_s, bundle.num_classes)

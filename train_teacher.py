@@ -21,7 +21,7 @@ from dataset import DatasetUnavailable, build_data
 from helper.checkpoint import atomic_save
 from helper.compile import plan_compile
 from helper.config_file import parse_with_config
-from helper.distributed import DistInfo, rank_zero_first
+from helper.distributed import DistInfo, agree_on_errors, rank_zero_first
 from helper.errors import UserError, as_user_errors, run_cli
 from helper.launcher import launch, take_process_share
 from helper.naming import teacher_run_name
@@ -52,11 +52,12 @@ def parse_option(argv: list[str] | None = None) -> argparse.Namespace:
 def save_init(model: torch.nn.Module, opt: argparse.Namespace, info: DistInfo) -> None:
     """Rank 0's initial weights (DDP gives them to every rank), never silently over an earlier run's."""
     path = Path(opt.save_init)
-    if not info.is_main:
-        return
-    if path.exists() and not opt.overwrite:
-        raise UserError(f"--save_init: {path} exists (students may start from it); pass --overwrite to replace it")
-    atomic_save({"model": model.state_dict(), "arch": opt.model}, path)
+    with agree_on_errors(info):  # rank 0's refusal stops every rank
+        if not info.is_main:
+            return
+        if path.exists() and not opt.overwrite:
+            raise UserError(f"--save_init: {path} exists (students may start from it); pass --overwrite to replace it")
+        atomic_save({"model": model.state_dict(), "arch": opt.model}, path)
     print(f"initial weights saved to {path}")
 
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     share = take_process_share(opt)
     rt = setup_runtime(opt)
-    with as_user_errors(ValueError, DatasetUnavailable), rank_zero_first(rt.info):
+    with rank_zero_first(rt.info), as_user_errors(ValueError, DatasetUnavailable):
         bundle = build_data(opt)
         model = build_model(opt.model, bundle.num_classes)
     out = RunOutputs(Path(opt.save_folder), Path(opt.tb_folder), opt.model, save_optimizer=True)

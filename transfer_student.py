@@ -29,6 +29,7 @@ from helper.compile import plan_compile
 from helper.config_file import parse_with_config
 from helper.distributed import rank_zero_first
 from helper.errors import as_user_errors, run_cli
+from helper.launcher import launch, take_process_share
 from helper.model_file import load_model_file
 from helper.naming import teacher_run_name
 from helper.objectives import SupervisedObjective
@@ -89,17 +90,20 @@ class ProbeObjective(SupervisedObjective):
 
 def main(argv: list[str] | None = None) -> None:
     opt, model = parse_option(argv)
+    if launch(opt, main, argv):  # --multiprocessing_distributed: its processes have run main
+        return
+    share = take_process_share(opt)
     rt = setup_runtime(opt)
     size = opt.image_size or input_size(opt.model_s)
     opt.image_size = size
-    with as_user_errors(ValueError, DatasetUnavailable), rank_zero_first(rt.info):
+    with rank_zero_first(rt.info), as_user_errors(ValueError, DatasetUnavailable):
         bundle = probe_bundle(build_any(opt), size)
     print(f"transfer {opt.model_s} from {opt.path_s} to {bundle.name}: {bundle.num_classes} classes, "
           f"{len(bundle.train)} train / {len(bundle.val)} val images at {size}x{size}")
     head = attach_probe(model, size, bundle.num_classes)
     out = RunOutputs(Path(opt.save_folder), Path(opt.tb_folder), opt.model_s, save_optimizer=True)
     resume = prepare_outputs(out, opt, rt.info)
-    save_run_config(opt, rt, out.folder, resumed=resume is not None)
+    save_run_config(share.recorded(opt), rt, out.folder, resumed=resume is not None)
     train_loader = build_train_loader(opt, bundle, "plain", rt)
     val_loader = build_val_loader(opt, bundle, rt)
 

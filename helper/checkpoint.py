@@ -51,11 +51,17 @@ def atomic_text(path: str | Path, text: str) -> None:
     _atomic_write(path, lambda handle: handle.write(text.encode()))
 
 
-def safe_load(path: str | Path) -> dict:
-    """``torch.load(weights_only=True)`` on CPU, with one-line errors for every way it fails."""
+def require_file(path: str | Path) -> Path:
+    """``path`` when it is a file; else one line (a distributed run checks its files before any process starts)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
+    return path
+
+
+def safe_load(path: str | Path) -> dict:
+    """``torch.load(weights_only=True)`` on CPU, with one-line errors for every way it fails."""
+    path = require_file(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

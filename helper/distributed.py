@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from helper.errors import UserError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -37,7 +39,12 @@ def init_distributed(device: torch.device) -> tuple[DistInfo, torch.device]:
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        try:
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        except dist.DistNetworkError as exc:  # the store's address: its port taken, or unreachable
+            reason = str(exc).rpartition("message: ")[2].strip().splitlines()[0]
+            raise UserError(f"cannot meet the other processes at {os.environ.get('MASTER_ADDR')}:"
+                            f"{os.environ.get('MASTER_PORT')}: {reason}") from None
     return info, device
 
 
@@ -49,21 +56,73 @@ def group_info() -> DistInfo:
 
 
 def quiet_non_main(info: DistInfo) -> None:
-    """Non-zero ranks print nothing to stdout, whose lines would repeat rank 0's; stderr stays, so an
-    error on any rank is seen."""
+    """Non-zero ranks print nothing to stdout, whose lines would repeat rank 0's; stderr stays (a crash's
+    traceback; one-line errors are said once per node, helper.errors.speaks)."""
     if not info.is_main:
         sys.stdout = open(os.devnull, "w")  # held for the life of the process
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one rank's part of a block ended, as the other ranks learn it: its error line and exit status, and
+    whether it was a one-line error (UserError) rather than a crash, whose traceback that rank prints itself."""
+
+    message: str
+    exit_code: int
+    user_error: bool
+
+
+def agree(error: Exception | None, info: DistInfo) -> None:
+    """One collective that every rank joins, failed or not: when some rank failed, every rank raises the
+    lowest such rank's error (the rank that crashed re-raises its own exception, with its traceback; the
+    others exit with status 1 in silence), so all ranks stop together and with the same status, and none is
+    left waiting in a collective that the failed rank never reaches (gloo's "Connection closed by peer")."""
+    if not info.enabled:
+        if error is not None:
+            raise error
+        return
+    mine = None
+    if error is not None:
+        user = isinstance(error, UserError)
+        mine = Outcome(str(error), error.exit_code if user else 1, user)
+    outcomes: list[Outcome | None] = [None] * info.world_size
+    dist.all_gather_object(outcomes, mine)
+    failed = [outcome for outcome in outcomes if outcome is not None]
+    if not failed:
+        return
+    if error is not None and failed[0] == mine:
+        raise error
+    if not failed[0].user_error:
+        raise SystemExit(1)
+    agreed = UserError(failed[0].message)
+    agreed.exit_code = failed[0].exit_code
+    raise agreed
+
+
+@contextmanager
+def agree_on_errors(info: DistInfo) -> Iterator[None]:
+    """Run the block on every rank, then :func:`agree` on how it ended: for blocks where one rank may fail
+    alone (rank 0 writing the run folder, downloading the data). The block itself holds no collective."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - every failure is agreed on, then raised again
+        agree(exc, info)
+    else:
+        agree(None, info)
 
 
 @contextmanager
 def rank_zero_first(info: DistInfo) -> Iterator[None]:
     """Rank 0 runs the block before the other ranks do, so that what it downloads into a shared folder
-    (CIFAR, torchvision's weights) is fetched once, and the others find it on disk."""
+    (CIFAR, torchvision's weights) is fetched once, and the others find it on disk. Both waits are
+    agreements (:func:`agree`): when rank 0 fails (no data, no teacher file) the others stop with its
+    error before trying, and when another rank then fails, rank 0 stops with it too."""
     if info.enabled and not info.is_main:
-        dist.barrier()
-    yield
+        agree(None, info)  # rank 0's outcome
+    with agree_on_errors(info):
+        yield
     if info.enabled and info.is_main:
-        dist.barrier()
+        agree(None, info)  # the other ranks' outcomes
 
 
 def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:

@@ -36,6 +36,15 @@ class EpochTotals:
         for name, value in terms.items():
             self.terms[name] = self.terms.get(name, 0.0) + value * n
 
+    def merge(self, other: EpochTotals) -> None:
+        """Add another rank's sums to these."""
+        self.samples += other.samples
+        self.correct += other.correct
+        self.loss += other.loss
+        self.skipped += other.skipped
+        for name, value in other.terms.items():
+            self.terms[name] = self.terms.get(name, 0.0) + value
+
     def reduced(self, info: DistInfo, device: torch.device) -> dict[str, float]:
         """Averages over every rank's samples."""
         names = sorted(self.terms)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,13 @@ class NonFiniteLoss(UserError):
     exit_code = EXIT_NONFINITE
 
 
+def speaks() -> bool:
+    """Whether this process reports errors: always, except in the processes of a distributed run (torchrun's or
+    the launcher's workers) other than each node's local rank 0. Those fail together with it, from the same
+    inputs or by agreeing on one rank's error (helper.distributed.agree_on_errors), so one line per node says it."""
+    return os.environ.get("LOCAL_RANK", "0") == "0"
+
+
 @contextmanager
 def as_user_errors(*kinds: type[BaseException]) -> Iterator[None]:
     """Turn the given exception types, raised while setting a run up, into one-line UserErrors."""
@@ -34,14 +42,17 @@ def as_user_errors(*kinds: type[BaseException]) -> Iterator[None]:
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
-    """Run ``main`` and exit with its code; UserErrors print ``error: ...`` and exit non-zero."""
+    """Run ``main`` and exit with its code; UserErrors print ``error: ...`` (where this process speaks) and exit
+    non-zero."""
     prog = sys.argv[0].rsplit("/", 1)[-1]
     try:
         code = main(argv)
     except UserError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        if speaks():
+            print(f"{prog}: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
+        if speaks():
+            print(f"{prog}: interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(code or 0)

@@ -16,6 +16,7 @@ import argparse
 import math
 import os
 import signal
+import socket
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -122,6 +123,21 @@ def plan_launch(opt: argparse.Namespace, gpus_here: int) -> LaunchPlan:
     return LaunchPlan(nproc, opt.world_size, opt.rank, addr, port, on_gpu)
 
 
+def check_port_free(plan: LaunchPlan) -> None:
+    """On node 0, where process 0 will listen: refuse a port another program (an earlier run) holds, in one
+    line, before any process starts (they would fail in the process group's store, one traceback each)."""
+    if plan.node_rank != 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in plan.addr else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the store: a closing port is free
+        try:
+            sock.bind(("", plan.port))
+        except OSError as exc:
+            raise UserError(f"--dist_url: process 0 cannot listen on port {plan.port} here ({exc.strerror}; another "
+                            f"run may hold it): pass a free port, e.g. --dist_url tcp://{plan.addr}:{plan.port + 1}"
+                            ) from None
+
+
 @contextmanager
 def patched_environ(values: dict[str, str]) -> Iterator[None]:
     """``os.environ`` with ``values`` while the block runs (the processes started in it inherit them)."""
@@ -197,6 +213,7 @@ def launch(opt: argparse.Namespace, entry: Callable[[list[str] | None], object],
                         f"one image for each of its {plan.nproc} processes")
     if plan.on_gpu and ids and "CUDA_VISIBLE_DEVICES" not in os.environ and max(ids) >= gpus_here:
         raise UserError(f"--gpu_id {opt.gpu_id}: this machine has {gpus_here} GPU(s) (0 .. {gpus_here - 1})")
+    check_port_free(plan)
     env = {**visible, WORKER_ENV: "1", "WORLD_SIZE": str(plan.world_size), "LOCAL_WORLD_SIZE": str(plan.nproc),
            "MASTER_ADDR": plan.addr, "MASTER_PORT": str(plan.port)}
     if "OMP_NUM_THREADS" not in os.environ and plan.nproc > 1:

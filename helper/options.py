@@ -12,7 +12,7 @@ from typing import NoReturn
 
 from helper.compile_flags import add_compile_args, compile_setting
 from helper.config_file import parse_with_config
-from helper.errors import EXIT_USAGE
+from helper.errors import EXIT_USAGE, speaks
 
 # RepDistiller trains these students at lr 0.01 instead of 0.05.
 LOW_LR_MODELS = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
@@ -64,7 +64,8 @@ class OneLineParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        if speaks():  # every process of a distributed run parses the same command line
+            print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
         sys.exit(EXIT_USAGE)
 
     def parse_known_args(self, args=None, namespace=None):

@@ -139,6 +139,7 @@ def transfer_parser() -> OneLineParser:
                         help="its architecture (default: stored in the file, or read from its folder)")
     parser.add_argument("-t", "--trial", default="0", help="experiment id, part of the run folder name")
     add_training_args(parser)
+    add_launcher_args(parser)
     # the distillers' transfer_student.py schedule
     parser.set_defaults(dataset="stl10", epochs=120, lr_decay_epochs=[30, 60, 90], save_freq=50)
     next(a for a in parser._actions if a.dest == "dataset").help = f"one of {', '.join(TRANSFER_DATASETS)}"

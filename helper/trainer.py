@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from helper.checkpoint import atomic_save, atomic_text, safe_load
-from helper.distributed import DistInfo, gather_objects
+from helper.distributed import DistInfo, agree_on_errors, gather_objects
 from helper.engine import EpochTotals, StepVerdict, train_epoch, validate
 from helper.errors import EXIT_PREEMPTED, NonFiniteLoss, UserError
 from helper.rng import capture_rng, restore_rng
@@ -74,7 +74,13 @@ def prepare_outputs(out: RunOutputs, opt: argparse.Namespace, info: DistInfo) ->
     """Check the run folder before anything trains; returns the checkpoint to resume from, if any.
 
     A folder that holds a run is never overwritten silently: it takes ``--resume`` or ``--overwrite``.
+    Rank 0 alone creates the folder, so the ranks agree on the outcome (one rank's error stops them all).
     """
+    with agree_on_errors(info):
+        return _prepare_outputs(out, opt, info)
+
+
+def _prepare_outputs(out: RunOutputs, opt: argparse.Namespace, info: DistInfo) -> Path | None:
     resume_file = out.path(RESUME_FILE)
     if opt.resume is not None:
         path = resume_file if opt.resume == "auto" else Path(opt.resume)
@@ -160,10 +166,12 @@ class Trainer:
         }
 
     def _save_resume(self, stage: Stage, position: Position, totals: EpochTotals) -> None:
-        rng_ranks = gather_objects(capture_rng(self.device), self.info)  # every rank's generators
+        # every rank's generators and running sums (a mid-epoch checkpoint's epoch row sums all ranks')
+        ranks = gather_objects((capture_rng(self.device), vars(totals)), self.info)
         if self.info.is_main:
             state = self._resume_state(stage, position, totals)
-            state.update(rng=rng_ranks[0], rng_ranks=rng_ranks)
+            state.update(rng=ranks[0][0], rng_ranks=[rng for rng, _ in ranks],
+                         totals_ranks=[sums for _, sums in ranks])
             atomic_save(state, self.out.path(RESUME_FILE))
 
     def _load_resume(self, path: Path) -> tuple[Position, EpochTotals, dict]:
@@ -182,7 +190,24 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.best_acc, self.last_acc = state["best_acc"], state["last_acc"]
         self.peer_acc.update(state.get("peer_acc", {}))
-        return Position(state["stage"], state["epoch"], state["step"]), EpochTotals(**state["totals"]), state
+        return Position(state["stage"], state["epoch"], state["step"]), self._restore_totals(state), state
+
+    def _restore_totals(self, state: dict) -> EpochTotals:
+        """This rank's running sums of the epoch, as saved, when the run resumes on as many processes (its row is
+        then the uninterrupted run's, bit for bit). Otherwise the saved ranks' sums, added, go to rank 0 and the
+        others start from zero: the epoch's reduced row is the same sum (a checkpoint from before per-rank sums
+        holds rank 0's alone)."""
+        ranks = state.get("totals_ranks")
+        if ranks is not None and len(ranks) == self.info.world_size:
+            return EpochTotals(**ranks[self.info.rank])
+        if not self.info.is_main:
+            return EpochTotals()
+        if ranks is None:
+            return EpochTotals(**state["totals"])
+        merged = EpochTotals()
+        for sums in ranks:
+            merged.merge(EpochTotals(**sums))
+        return merged
 
     def _restore_rng(self, state: dict) -> None:
         """Each rank's own generators, when the run resumes on as many processes as it was saved from.

@@ -3,8 +3,9 @@
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi
 # ImageNet distillation ResNet34 -> ResNet18 with SemCKD's recipe (its README): global batch 256,
 # 90 epochs, lr 0.1 x0.1 after epochs 30 and 60, weight decay 1e-4, SGD momentum 0.9, one process per
-# GPU under torchrun. --batch_size is per process, so it is GLOBAL_BATCH / (NNODES * NPROC_PER_NODE):
-# SemCKD's 256 over 8 GPUs is 32 per GPU. --learning_rate is used as given (see docs/distributed.md).
+# GPU under torchrun (helper.torchrun: a failed run shows its one-line error alone). --batch_size is
+# per process, so it is GLOBAL_BATCH / (NNODES * NPROC_PER_NODE): SemCKD's 256 over 8 GPUs is 32 per GPU.
+# --learning_rate is used as given (see docs/distributed.md).
 #
 # Loss weights are those of the reference that reports the method on ImageNet (methods.md 2.39):
 # SemCKD runs every method with -r 1 -a 1 (KD; FitNet -b 100 --hint_layer 1); mdistiller's CRD is
@@ -47,7 +48,7 @@ SEMCKD_RECIPE=(--dataset imagenet --data_folder "$DATA" --model_s ResNet18 --bat
 EXTRA=("$@")
 
 distill() {
-    "$PYTHON" -m torch.distributed.run --nnodes "$NNODES" --node_rank "$NODE_RANK" \
+    "$PYTHON" -m helper.torchrun --nnodes "$NNODES" --node_rank "$NODE_RANK" \
         --nproc_per_node "$NPROC_PER_NODE" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
         train_student.py "${TEACHER[@]}" "${SEMCKD_RECIPE[@]}" "$@" ${EXTRA[@]+"${EXTRA[@]}"}
 }

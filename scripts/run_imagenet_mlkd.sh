@@ -4,10 +4,11 @@
 # -b 0.5 -d 10, global batch 256, lr 0.1 x batch/256, weight decay 1e-4, SGD momentum 0.9, 120 epochs,
 # lr x0.1 after epochs 30, 60 and 90. For mlkd -a weighs the correlation term, -b the supervised
 # contrastive one, -d the alignment.
-# One process per GPU under torchrun; --batch_size is per process: GLOBAL_BATCH / (NNODES * NPROC_PER_NODE),
-# 32 on 8 GPUs (each image then gives 4 views, 128 per process). DLKD runs DataParallel, so its
-# correlation and contrastive terms relate all 256 samples of a step; here each process relates its own
-# 32 (docs/methods.md, MLKD). NPROC_PER_NODE=1 keeps the whole batch on one GPU.
+# One process per GPU under torchrun (helper.torchrun: a failed run shows its one-line error alone);
+# --batch_size is per process: GLOBAL_BATCH / (NNODES * NPROC_PER_NODE), 32 on 8 GPUs (each image then
+# gives 4 views, 128 per process). DLKD runs DataParallel, so its correlation and contrastive terms relate
+# all 256 samples of a step; here each process relates its own 32 (docs/methods.md, MLKD).
+# NPROC_PER_NODE=1 keeps the whole batch on one GPU.
 #
 # The teacher is torchvision's ResNet34 (V1 weights, DLKD's resnet34-333f7ec4.pth) from the torch hub
 # cache; offline, put resnet34-b627a593.pth in ~/.cache/torch/hub/checkpoints/. PATH_T=<checkpoint> uses
@@ -46,6 +47,6 @@ else
     set -- --teacher_weights torchvision "$@"
 fi
 
-"$PYTHON" -m torch.distributed.run --nnodes "$NNODES" --node_rank "$NODE_RANK" \
+"$PYTHON" -m helper.torchrun --nnodes "$NNODES" --node_rank "$NODE_RANK" \
     --nproc_per_node "$NPROC_PER_NODE" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
     train_student.py "$@"

@@ -31,9 +31,10 @@ def free_port() -> int:
 
 
 def torchrun(target: str, args: list[str], cwd: Path, pythonpath: tuple[str, ...] = (),
-             check: bool = True) -> subprocess.CompletedProcess:
-    """``python -m torch.distributed.run --nproc_per_node 2 target args`` on a free local port."""
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={WORLD}",
+             check: bool = True, module: str = "torch.distributed.run") -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --nproc_per_node 2 target args`` on a free local port (``module``:
+    helper.torchrun, the project's torchrun without torchrun's failure report)."""
+    command = [sys.executable, "-m", module, f"--nproc_per_node={WORLD}",
                "--master_addr=127.0.0.1", f"--master_port={free_port()}", target, *args]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*pythonpath, str(ROOT)]), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
@@ -225,6 +226,44 @@ def test_teacher_under_torchrun_and_sync_bn_on_cpu_is_one_line(tmp_path):
     assert "train_teacher.py: error: --sync_bn needs GPUs" in proc.stderr
 
 
+# --- failures: one line per node --------------------------------------------------------------------
+
+# In each torchrun worker: rank 1 alone cannot read the data (rank 0 reads it first, and succeeds).
+RANK1_NO_DATA = """
+import os
+if os.environ.get("RANK") == "1":
+    import dataset
+
+    def _unavailable(opt):
+        raise dataset.DatasetUnavailable("rank 1 cannot read the data")
+
+    dataset.build_data = _unavailable
+"""
+
+
+def test_one_rank_failing_alone_is_one_line_and_every_rank_stops(tmp_path):
+    """Rank 1 fails where rank 0 has gone on (after rank_zero_first's first wait): the ranks agree on its
+    error, so rank 0 says it in one line, nobody dies in a barrier, and every rank exits 2 (helper.torchrun
+    reports the processes' status, without torchrun's own report)."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(RANK1_NO_DATA)
+    teacher = write_teacher(tmp_path, "resnet20")
+    proc = torchrun(str(ROOT / "train_student.py"), [*TINY_DATA, "--path_t", str(teacher), "--epochs", "1"],
+                    tmp_path, (str(hooks),), check=False, module="helper.torchrun")
+    assert proc.stderr.splitlines() == ["train_student.py: error: rank 1 cannot read the data"], proc.stderr
+    assert proc.returncode == 2
+
+
+def test_missing_teacher_stops_before_any_process_starts(tmp_path, monkeypatch):
+    import train_student
+    from helper.errors import UserError
+
+    monkeypatch.setattr(train_student, "launch", lambda *args: pytest.fail("processes were started"))
+    with pytest.raises(UserError, match="checkpoint not found: nothere.pth"):
+        train_student.main(["--path_t", "nothere.pth", "--multiprocessing-distributed"])
+
+
 # --- CRD's memory under DDP -------------------------------------------------------------------------
 
 # Local batch per rank at each step: then a smaller last batch, equal on every rank as DistributedSampler
@@ -352,7 +391,7 @@ def test_imagenet_script_splits_the_global_batch_and_passes_the_rendezvous(tmp_p
     calls = [line.split() for line in (tmp_path / "calls").read_text().splitlines()]
     assert [c[c.index("--distill") + 1] for c in calls] == ["kd", "hint", "attention", "crd", "crd"]
     for call in calls:
-        assert call[:11] == ["-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", "1", "--nproc_per_node",
+        assert call[:11] == ["-m", "helper.torchrun", "--nnodes", "2", "--node_rank", "1", "--nproc_per_node",
                              "8", "--master_addr", "10.0.0.1", "--master_port"]
         flag = {name: call[call.index(name) + 1] for name in ("--batch_size", "--learning_rate", "--lr_decay_epochs",
                                                                 "--weight_decay", "--epochs", "--model_t")}

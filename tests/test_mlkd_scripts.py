@@ -94,7 +94,7 @@ def test_cifar_commands_parse_as_mlkd_with_dlkds_weights(tree):
         assert spec.name == "mlkd" and (opt.gamma, opt.alpha, opt.beta, opt.delta) == (1, 50, 1, 20)
 
 
-TORCHRUN = ["python", "-m", "torch.distributed.run", "--nnodes", "1", "--node_rank", "0", "--nproc_per_node", "8",
+TORCHRUN = ["python", "-m", "helper.torchrun", "--nnodes", "1", "--node_rank", "0", "--nproc_per_node", "8",
             "--master_addr", "127.0.0.1", "--master_port", "29500", "train_student.py"]
 
 

@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, run_cli, write_teacher
+from conftest import ROOT, TINY_DATA, run_cli, write_teacher
 from PIL import Image
 from test_distributed import CPU_RUN, free_port, metrics_of, torchrun, weights_of
 from test_model_transform import load_script
@@ -191,12 +195,72 @@ def test_seed_command_starts_on_cpu_and_trains_as_torchrun_does(tmp_path):
         assert row[key] == pytest.approx(metrics_of(by_torchrun)[0][key], rel=1e-6), key
 
 
-def test_worker_failure_is_the_launcher_exit_status(tmp_path):
-    """A worker's one-line error (no data) stops every worker; the launcher exits with its status."""
+def test_worker_failure_is_one_line_and_the_launcher_exit_status(tmp_path):
+    """Rank 0's one-line error (no data) stops every worker: rank 1, waiting for rank 0 to read the data first,
+    learns its error and exits with it in silence (no gloo traceback); the launcher exits with the status."""
     teacher = write_teacher(tmp_path, "resnet20", num_classes=2)
     proc = run_cli("train_student.py", ["--path_t", str(teacher), "--dataset", "imagenet", "--data_folder",
                                         str(tmp_path / "nothing"), *CPU_RUN, "--multiprocessing-distributed",
                                         "--nproc_per_node", "2", "--dist-url", f"tcp://127.0.0.1:{free_port()}"],
                    tmp_path, check=False)
-    assert proc.returncode == 2, proc.stderr  # rank 0's; rank 1, waiting for it, crashes when it goes (status 1)
-    assert "train_student.py: error: imagenet: no images found" in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("train_student.py: error: imagenet: no images found")
+
+
+def test_port_in_use_is_one_line_before_any_process_starts():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        opt, _ = train_student.parse_option(["--path_t", "t.pth", "--multiprocessing-distributed", "--device", "cpu",
+                                             "--dist-url", f"tcp://127.0.0.1:{port}"])
+        with pytest.raises(UserError, match=f"cannot listen on port {port} here .*pass a free port") as error:
+            launch(opt, train_student.main, None)
+    assert "\n" not in str(error.value)
+
+
+# In each process the launcher starts (RANK is set once it runs): rank 1 sends itself SIGTERM at its 2nd step.
+SIGTERM_RANK1 = """
+import os, signal
+from helper import objectives
+
+_calls = {"n": 0}
+_step = objectives.DistillObjective.__call__
+
+
+def _counting_step(self, batch):
+    _calls["n"] += 1
+    if os.environ.get("RANK") == "1" and _calls["n"] == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return _step(self, batch)
+
+
+objectives.DistillObjective.__call__ = _counting_step
+"""
+
+
+def test_sigterm_to_one_worker_then_resume_writes_the_uninterrupted_metrics(tmp_path):
+    """The interrupted epoch's row is summed from every rank's running sums: each rank's part before the stop
+    is saved in the mid-epoch checkpoint and restored on that rank, so the row equals an uninterrupted run's
+    (only the epoch's time differs). Restoring rank 0's sums on every rank counted them twice."""
+    teacher = write_teacher(tmp_path, "resnet20")
+    args = [*TINY_DATA, "--path_t", str(teacher), "--model_s", "resnet8", "--epochs", "1", "--seed", "3",
+            "--multiprocessing-distributed", "--nproc_per_node", "2", "--dist-url", f"tcp://127.0.0.1:{free_port()}"]
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    whole.mkdir(), stopped.mkdir()
+    run_cli("train_student.py", args, whole)
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(SIGTERM_RANK1)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hooks), str(ROOT)]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "train_student.py"), *args], cwd=stopped, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 75, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "at epoch 1, step 2" in proc.stdout
+    run_cli("train_student.py", [*args, "--resume", "auto"], stopped)
+
+    def rows(folder: Path) -> list[dict]:
+        return [{k: v for k, v in row.items() if not k.endswith("time")} for row in metrics_of(folder)]
+
+    assert rows(stopped) == rows(whole)

@@ -187,7 +187,7 @@ def test_run_imagenet_distill_reexecs_under_bash(tree, how):
     assert proc.returncode == 0, proc.stderr
     assert [call[call.index("--distill") + 1] for call in calls] == ["kd", "hint", "attention", "crd", "crd"]
     for call in calls:
-        assert call[:4] == ["python", "-m", "torch.distributed.run", "--nnodes"]
+        assert call[:4] == ["python", "-m", "helper.torchrun", "--nnodes"]
         assert call[-2:] == ["--num_workers", "16"]
         assert call[call.index("--batch_size") + 1] == "32"
     proc, calls = run(how, tree, "scripts/run_imagenet_distill.sh", GLOBAL_BATCH="100")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, run_cli
 from PIL import Image
 from torchvision import datasets, transforms
 
@@ -288,3 +288,22 @@ def test_getter_offline_or_bad_archive_is_one_line(tmp_path, shell):
     checked = {"TINYIMAGENET_SIZE": "15", "TINYIMAGENET_MD5": "0" * 32}
     proc = run_getter(shell, "scripts/get_tinyimagenet.sh", tmp_path / "bad", **checked)
     assert proc.returncode == 1 and f"has md5 {hashlib.md5(b'not the archive').hexdigest()}" in proc.stderr
+
+
+def test_semckd_launcher_flags_run_two_processes(tmp_path):
+    """SemCKD's --multiprocessing-distributed, --gpu_id and --dist-url through the launcher train_student.py
+    uses: two gloo processes on CPU share the node's --batch_size, only rank 0 prints, and the run records
+    the node's batch and both processes."""
+    from test_distributed import free_port
+
+    student = write_student(tmp_path)
+    write_stl10(tmp_path / "data")
+    proc = run_cli("transfer_student.py", ["--path_s", str(student), "--model_s", "resnet8", "--data_folder", "data",
+                                           "--epochs", "1", *FAST, "--batch_size", "8", "--multiprocessing-distributed",
+                                           "--gpu_id", "0,1", "--dist-url", f"tcp://127.0.0.1:{free_port()}"],
+                   tmp_path)
+    assert "starting 2 CPU (gloo) processes" in proc.stdout and proc.stdout.count("best accuracy") == 1
+    run = tmp_path / "save" / "ft" / "models" / "resnet8_stl10_lr_0.05_decay_0.0005_trial_0"
+    record = json.loads((run / "config.json").read_text())
+    assert (record["options"]["batch_size"], record["world_size"]) == (8, 2)
+    assert [row["epoch"] for row in rows_of(run)] == [1]
