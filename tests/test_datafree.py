@@ -419,7 +419,7 @@ def test_reference_command_runs_and_the_kd_loss_falls(tmp_path, trained_teacher)
     best = torch.load(folder / "resnet8_best.pth", weights_only=True)
     assert torch.equal(best["model"]["conv1.weight"], best["state_dict"]["conv1.weight"])  # RD's and FDF's keys
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
-        "pool.u8", "synthetic_001.png", "synthetic_002.png", "synthetic_003.png", "synthetic_004.png"]
+        ".lock", "pool.owner", "pool.u8", *(f"synthetic_00{i}.png" for i in range(1, 5))]
     assert (tmp_path / "images" / "pool.u8").stat().st_size == 32 * 32 * 32 * 3  # bounded by the schedule
     config = json.loads((folder / "config.json").read_text())
     assert config["options"]["method"] == "fast_meta" and config["teacher"]["arch"] == "resnet8"
@@ -490,8 +490,8 @@ def test_teacher_checkpoint_formats(tmp_path):
 RESUME_ARGS = [*TINY, "--epochs", "4", "--warmup", "1", "--method", "fast_meta", "--save_images", "0"]
 
 
-def _final(folder: Path) -> dict:
-    run = next((folder / "save" / "datafree").iterdir())
+def _final(folder: Path, name: str | None = None) -> dict:
+    run = folder / "save" / "datafree" / name if name else next((folder / "save" / "datafree").iterdir())
     return {"student": torch.load(run / "resnet8_last.pth", weights_only=True)["model"],
             "generator": torch.load(run / "generator.pth", weights_only=True)["state_dict"],
             "epochs": [json.loads(r)["epoch"] for r in (run / "metrics.jsonl").read_text().splitlines()]}
@@ -578,6 +578,66 @@ def test_sigterm_and_sigkill_then_resume_are_bit_identical(tmp_path, trained_tea
     proc.wait()
     run_cli("datafree_kd.py", [*args, "--resume", "auto"], work)
     _assert_same(_final(work), uninterrupted)
+
+
+def _one_line_refusal(args: list[str], capsys, text: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        run_main(df_run.main, args)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and text in err and len(err.splitlines()) == 1, err
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_shared_save_dir_is_held_by_one_run(tmp_path, trained_teacher, uninterrupted, monkeypatch, capsys):
+    """The issue's case: run A killed, run B started on A's --save_dir, A resumed. While A lives, B stops at
+    the lock; once A is dead B is refused A's pool; A resumes bit-identically; a B that overwrites A's pool
+    with --overwrite makes A's later --resume a one-line refusal instead of a silent mix."""
+    images = tmp_path / "images"
+    a_args = [*RESUME_ARGS, "--teacher_ckpt", str(trained_teacher), "--save_dir", str(images)]
+    b_args = [*a_args, "--log_tag", "b", "--epochs", "1"]
+    a_name = "fast_meta-synthetic-resnet8-resnet8"
+    a_files = [tmp_path / "save" / "datafree" / a_name, tmp_path / "save" / "datafree_tensorboards", images]
+    monkeypatch.chdir(tmp_path)
+    proc = _start(tmp_path, a_args)
+    _wait_for_new_checkpoint(tmp_path, proc)
+    proc.send_signal(signal.SIGSTOP)  # alive, holding its folders, writing nothing while we look
+    try:
+        before = [_snapshot(folder) for folder in a_files]
+        for extra in ([], ["--overwrite"], ["--log_tag", "", "--resume", "auto"]):
+            _one_line_refusal([*b_args, *extra], capsys, "is in use by a running process (pid")
+        assert [_snapshot(folder) for folder in a_files] == before  # nothing of A's written or removed
+    finally:
+        proc.kill()
+        proc.wait()
+    _one_line_refusal(b_args, capsys, "holds the image pool of the run in")  # dead A: its pool stays A's
+    run_main(df_run.main, [*a_args, "--resume", "auto"])  # the kill released A's lock
+    _assert_same(_final(tmp_path, a_name), uninterrupted)
+    run_main(df_run.main, [*b_args, "--overwrite"])  # explicitly: A's pool is lost
+    _one_line_refusal([*a_args, "--resume", "auto", "--epochs", "5"], capsys, "now belongs to the run in")
+
+
+def test_save_dir_that_is_a_file_is_one_line(tmp_path, trained_teacher, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    for path in ("afile", "afile/below"):
+        _one_line_refusal([*RESUME_ARGS, "--teacher_ckpt", str(trained_teacher), "--save_dir", path], capsys,
+                          "--save_dir afile")
+
+
+def test_a_finished_run_extended_by_epochs_equals_the_longer_run(tmp_path, trained_teacher, uninterrupted,
+                                                                 monkeypatch):
+    """Two epochs, finished (its pool sized 32 by its schedule), then --resume --epochs 4: the pool grows to the
+    longer schedule's 64 and the result is the uninterrupted 4-epoch run's, bit for bit."""
+    monkeypatch.chdir(tmp_path)
+    args = [*RESUME_ARGS, "--teacher_ckpt", str(trained_teacher)]
+    run_main(df_run.main, [*args, "--epochs", "2"])
+    assert (next(tmp_path.rglob("pool.u8"))).stat().st_size == 32 * 32 * 32 * 3
+    run_main(df_run.main, [*args, "--resume", "auto"])
+    _assert_same(_final(tmp_path), uninterrupted)
+    assert (next(tmp_path.rglob("pool.u8"))).stat().st_size == 64 * 32 * 32 * 3
 
 
 def test_to_uint8_truncates_as_the_reference_png_writer():
