@@ -6,8 +6,11 @@ file ``pool.u8`` has one fixed slot per image; images added since the last check
 checkpoint (a write-ahead journal) and are written to the file only after it, so a kill at any instant
 leaves a checkpoint and a file that agree once the journal is replayed.
 
-Beside the file, ``pool.owner`` names the run that created it (its folder and a random id the checkpoint
-keeps), so a run never resumes on, nor silently starts over, another run's pool in a shared ``--save_dir``.
+The same ring, of float32 rows, is CMI's memory bank of synthesised features (``bank.f32``).
+
+Beside the file, ``pool.owner`` (``bank.owner``) names the run that created it (its folder and a random id
+the checkpoint keeps), so a run never resumes on, nor silently starts over, another run's pool in a shared
+``--save_dir``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from helper.checkpoint import atomic_text
 from helper.errors import UserError
 
 POOL_FILE = "pool.u8"
-OWNER_FILE = "pool.owner"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -36,9 +38,11 @@ class ImagePool:
     """Synthetic images (uint8 NHWC) in a ring of ``capacity`` slots, plus optional fixed images that are
     never dropped (the reference's ``--cmi_init`` pre-inverted set)."""
 
-    def __init__(self, capacity: int, image_shape: tuple[int, int, int], device: torch.device, path: Path):
+    def __init__(self, capacity: int, image_shape: tuple[int, ...], device: torch.device, path: Path,
+                 dtype: torch.dtype = torch.uint8):
         self.capacity, self.shape, self.device, self.path = capacity, tuple(image_shape), device, Path(path)
-        self.images = torch.zeros((capacity, *self.shape), dtype=torch.uint8, device=device)
+        self.images = torch.zeros((capacity, *self.shape), dtype=dtype, device=device)
+        self.item_bytes = math.prod(self.shape) * self.images.element_size()
         self.count = 0  # images ever added
         self.journal: list[tuple[int, Tensor]] = []  # (count before, images) added since the last flush
         self.fixed: Tensor | None = None
@@ -52,9 +56,9 @@ class ImagePool:
         """A fresh (sparse) file with room for every slot, owned by a new id for the run in ``run_folder``."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.owner = uuid.uuid4().hex  # os.urandom: no random stream of the run is drawn from
-        atomic_text(self.path.parent / OWNER_FILE, json.dumps({"id": self.owner, "run": run_folder}) + "\n")
+        atomic_text(owner_file(self.path), json.dumps({"id": self.owner, "run": run_folder}) + "\n")
         with open(self.path, "wb") as handle:
-            handle.truncate(self.capacity * math.prod(self.shape))
+            handle.truncate(self.capacity * self.item_bytes)
 
     def add(self, images: Tensor) -> None:
         """Append a uint8 NHWC batch (at most ``capacity`` images), dropping the oldest when full."""
@@ -94,7 +98,7 @@ class ImagePool:
         if not journal:
             return
         capacity = capacity or self.capacity
-        slots = np.memmap(self.path, dtype=np.uint8, mode="r+", shape=(capacity, *self.shape))
+        slots = np.memmap(self.path, dtype=self._np_dtype, mode="r+", shape=(capacity, *self.shape))
         for start, images in journal:
             index = (start + np.arange(images.shape[0])) % capacity
             slots[index] = images.numpy()
@@ -124,7 +128,7 @@ class ImagePool:
             raise UserError(f"this run's pool has room for {self.capacity} images (the least of --pool_size and "
                             f"--epochs x ep_steps/kd_steps x --synthesis_batch_size), the checkpoint's holds {count}: "
                             "resume with the run's own --epochs and --pool_size")
-        size, per_image = (self.path.stat().st_size if self.path.is_file() else 0), math.prod(self.shape)
+        size, per_image = (self.path.stat().st_size if self.path.is_file() else 0), self.item_bytes
         on_disk = size // per_image if size % per_image == 0 else 0  # a kill mid-resize leaves another size
         if not self.path.is_file() or (on_disk != saved and count > min(on_disk, saved)):
             raise UserError(f"the image pool file {self.path} is missing or truncated: cannot resume "
@@ -133,7 +137,7 @@ class ImagePool:
         if on_disk != self.capacity:
             with open(self.path, "r+b") as handle:
                 handle.truncate(self.capacity * per_image)
-        data = np.fromfile(self.path, dtype=np.uint8).reshape(self.capacity, *self.shape)
+        data = np.fromfile(self.path, dtype=self._np_dtype).reshape(self.capacity, *self.shape)
         self.images = torch.from_numpy(data).to(self.device)
         self.count, self.journal = count, []
 
@@ -142,11 +146,15 @@ class ImagePool:
         in a shared --save_dir with --overwrite)."""
         if owner is None:  # a checkpoint from before pools had owners
             return
-        holder = read_owner(self.path.parent)
+        holder = read_owner(self.path)
         if holder is not None and holder.get("id") != owner:
-            raise UserError(f"the image pool in {self.path.parent} now belongs to the run in "
+            raise UserError(f"{self.path} now belongs to the run in "
                             f"{holder.get('run') or 'another folder'}: this run's pool is gone and it cannot resume; "
                             "start it over with --overwrite and another --save_dir")
+
+    @property
+    def _np_dtype(self) -> np.dtype:
+        return self.images[:0].cpu().numpy().dtype
 
     def load_fixed(self, folder: str | Path) -> None:
         """Every image file under ``folder`` (the reference's ``--cmi_init``), of this pool's size."""
@@ -163,12 +171,18 @@ class ImagePool:
         self.fixed = torch.from_numpy(np.stack(arrays)).to(self.device)
 
 
-def read_owner(folder: Path) -> dict | None:
-    """What ``folder``'s pool.owner says ({'id', 'run'}), {} for a pool without a readable one, None: no pool."""
-    if not (folder / POOL_FILE).exists():
+def owner_file(path: Path) -> Path:
+    """``pool.owner`` for ``pool.u8``: who created the file."""
+    return path.with_suffix(".owner")
+
+
+def read_owner(path: Path) -> dict | None:
+    """What the owner file of the ring file ``path`` says ({'id', 'run'}); {} when it is unreadable, None when
+    there is no ring file."""
+    if not path.exists():
         return None
     try:
-        owner = json.loads((folder / OWNER_FILE).read_text())
+        owner = json.loads(owner_file(path).read_text())
     except (OSError, ValueError):
         return {}
     return owner if isinstance(owner, dict) else {}

@@ -27,6 +27,7 @@ from torch import nn
 from torchvision.utils import save_image
 
 from datafree.augment import Normalizer, to_uint8
+from datafree.cmi import BANK_FILE, BANK_SIZE, CMISynthesizer, feature_modules
 from datafree.criterions import KLDiv
 from datafree.data import TestData, load_test_data
 from datafree.generator import Generator
@@ -112,11 +113,12 @@ class DataFreeRun:
         # The student's loss: KL at --T; for the online-generator baselines the reference replaces it with L1 on
         # the logits (dfad) or KL at T = 1, whatever --T says, and so does this.
         self.criterion = nn.L1Loss() if opt.method == "dfad" else KLDiv(T=1.0 if self.generative else opt.T)
+        self.save_dir = image_folder(opt, out.folder)
+        # images the schedule synthesises: the pool (and CMI's bank) need no more room
+        self.schedule = opt.epochs * self.rounds * opt.synthesis_batch_size
         self.synth = self._synthesizer()
         # The online generators keep no pool: it holds their latest batch, for the sample grids.
-        schedule = opt.epochs * self.rounds * opt.synthesis_batch_size
-        capacity = opt.synthesis_batch_size if self.generative else min(opt.pool_size, schedule)
-        self.save_dir = image_folder(opt, out.folder)
+        capacity = opt.synthesis_batch_size if self.generative else min(opt.pool_size, self.schedule)
         self.pool = ImagePool(capacity, (data.image_size, data.image_size, 3), self.device, self.save_dir / POOL_FILE)
         if opt.cmi_init:
             self.pool.load_fixed(opt.cmi_init)
@@ -128,7 +130,7 @@ class DataFreeRun:
         self.stop = StopRequest(rt.info)
         self.best_acc, self.last_acc, self.time_cost = 0.0, 0.0, 0.0
 
-    def _synthesizer(self) -> FastSynthesizer | DeepInvSyntheiszer | GenerativeSynthesizer:
+    def _synthesizer(self) -> FastSynthesizer | DeepInvSyntheiszer | GenerativeSynthesizer | CMISynthesizer:
         opt, size = self.opt, (3, self.data.image_size, self.data.image_size)
         # The reference synthesises in fp32 whatever --fp16 says; bf16 needs no loss scaling, so it is used.
         autocast = self.rt.autocast if self.rt.precision == "bf16" else nullcontext
@@ -145,6 +147,11 @@ class DataFreeRun:
                                          act=opt.act, balance=opt.balance, criterion=self.criterion,
                                          normalizer=self.normalizer, autocast=autocast,
                                          channels_last=self.rt.channels_last)
+        if opt.method == "cmi":
+            return CMISynthesizer(self.teacher, self.student, generator, opt.nz,
+                                  feature_layers=feature_modules(self.teacher.network, opt.teacher),
+                                  bank_path=self.save_dir / BANK_FILE, bank_size=min(BANK_SIZE, self.schedule),
+                                  cr=opt.cr, cr_T=opt.cr_T, **common)
         kind = FastMetaSynthesizer if opt.method == "fast_meta" else FastSynthesizer
         extra = {"is_maml": opt.is_maml} if opt.method == "fast_meta" else {}
         return kind(self.teacher, self.student, generator, opt.nz, lr_z=opt.lr_z, warmup=opt.warmup,
@@ -162,6 +169,7 @@ class DataFreeRun:
         }
         atomic_save(state, self.out.path(RESUME_FILE))
         self.pool.flush()  # only now: the checkpoint holds the journal a kill in between would need
+        self.synth.flush()
 
     def _load_resume(self, path: Path) -> tuple[Position, Totals]:
         state = safe_load(path)
@@ -193,10 +201,16 @@ class DataFreeRun:
                 target.load_state_dict(state[key])
         self.best_acc = float(state.get("best_acc1", 0.0))
         claim_image_folder(self.save_dir, self.out.folder, self.opt)
-        self.pool.create_file(str(self.out.folder.resolve()))
+        self.create_files()
         print(f"=> warm start from the reference-format {path}: student, optimizer and scheduler at epoch "
               f"{state['epoch']}; the generator and the image pool start afresh")
         return Position(int(state["epoch"]), complete=True)
+
+    def create_files(self) -> None:
+        """A fresh run's pool file (and the synthesiser's), owned by this run folder."""
+        run = str(self.out.folder.resolve())
+        self.pool.create_file(run)
+        self.synth.create_files(run)
 
     def _stop_now(self, position: Position, totals: Totals) -> None:
         self._save_resume(position, totals)
@@ -220,7 +234,7 @@ class DataFreeRun:
             print(f"=> resumed from {resume_from} (epoch {position.epoch}"
                   + (", complete)" if position.complete else f", round {position.round + 1}, step {position.step})"))
         else:
-            self.pool.create_file(str(self.out.folder.resolve()))
+            self.create_files()
         done = position.epoch if position.complete else position.epoch - 1
         resume_at = ("main", done) if resume_from is not None else None
         metrics, tb = MetricsLog(self.out.path(METRICS_FILE), resume_at), TensorBoard(self.out.tb_folder, resume_at)
@@ -356,7 +370,7 @@ def image_folder(opt: argparse.Namespace, run_folder: Path) -> Path:
 def claim_image_folder(save_dir: Path, run_folder: Path, opt: argparse.Namespace) -> None:
     """Before a run creates its pool: another run's pool there is replaced only with --overwrite (its grids go
     too, so the two runs' images do not mix)."""
-    holder = read_owner(save_dir)
+    holder = read_owner(save_dir / POOL_FILE)
     if holder is not None and holder.get("run") != str(run_folder.resolve()):
         refuse_reuse(save_dir, f"the image pool of the run in {holder.get('run') or 'another folder'}", opt,
                      "pass --overwrite to start over there (that pool is lost) or give this run another --save_dir")

@@ -393,7 +393,8 @@ def test_reference_command_line_parses_with_its_meaning():
 
 
 def test_bad_options_are_one_line_errors(tmp_path, capsys, monkeypatch):
-    for args, text in ((["--method", "cmi"], "not implemented here"), (["--kd_steps", "5", "--ep_steps", "4"],
+    for args, text in ((["--method", "cmix"], "invalid choice"), (["--cr_T", "0"], "--cr_T must be positive"),
+                       (["--kd_steps", "5", "--ep_steps", "4"],
                        "--ep_steps"), (["--student", "nonet"], "unknown model"), (["--world_size", "2"], "one process"),
                        (["--teacher_ckpt", str(tmp_path / "none.pth")], "checkpoint not found")):
         monkeypatch.chdir(tmp_path)
@@ -536,15 +537,14 @@ def uninterrupted(tmp_path_factory, trained_teacher) -> dict:
     return _final(folder)
 
 
-def test_stop_mid_round_then_resume_is_bit_identical(tmp_path, trained_teacher, uninterrupted, monkeypatch):
-    """A stop request at a chosen KD step (epoch 2, round 2, after step 2 of 3): the checkpoint holds the
-    position inside the round, and the resumed run skips the round's synthesis and replays its last step."""
-    args = [*RESUME_ARGS, "--teacher_ckpt", str(trained_teacher)]
-    monkeypatch.chdir(tmp_path)
+def stop_then_resume(args: list[str], folder: Path, monkeypatch, at_round: int, at_step: int) -> dict:
+    """Run ``args`` in ``folder`` with a stop request after KD step ``at_step`` (0-indexed) of synthesis round
+    ``at_round`` (1-indexed, counted over the run), check it exits 75, resume it; the stopped checkpoint's state."""
+    monkeypatch.chdir(folder)
     kd_images = df_run.DataFreeRun._kd_images
 
     def request_stop(self, step):
-        if self.synth.ep == 4 and step == 1:
+        if self.synth.ep == at_round and step == at_step:
             self.stop.local_stop = True
         return kd_images(self, step)
 
@@ -552,10 +552,17 @@ def test_stop_mid_round_then_resume_is_bit_identical(tmp_path, trained_teacher, 
     with pytest.raises(SystemExit) as stopped:
         run_main(df_run.main, args)
     assert stopped.value.code == 75
-    state = torch.load(next(tmp_path.rglob("ckpt_last.pth")), weights_only=True)
-    assert state["position"] == {"epoch": 2, "complete": False, "round": 1, "step": 2}
+    state = torch.load(next(folder.rglob("ckpt_last.pth")), weights_only=True)
     monkeypatch.setattr(df_run.DataFreeRun, "_kd_images", kd_images)
     run_main(df_run.main, [*args, "--resume", "auto"])
+    return state
+
+
+def test_stop_mid_round_then_resume_is_bit_identical(tmp_path, trained_teacher, uninterrupted, monkeypatch):
+    """A stop request at a chosen KD step (epoch 2, round 2, after step 2 of 3): the checkpoint holds the
+    position inside the round, and the resumed run skips the round's synthesis and replays its last step."""
+    state = stop_then_resume([*RESUME_ARGS, "--teacher_ckpt", str(trained_teacher)], tmp_path, monkeypatch, 4, 1)
+    assert state["position"] == {"epoch": 2, "complete": False, "round": 1, "step": 2}
     _assert_same(_final(tmp_path), uninterrupted)
 
 
@@ -669,7 +676,7 @@ def test_run_datafree_script_issues_the_references_settings(tree, how):  # noqa:
         want = wrn if teacher == "wrn_40_2" else f"checkpoints/pretrained/cifar100_{teacher}.pth"
         assert opt.teacher_ckpt == want and opt.teacher in (None, teacher)
     proc, calls = run_script(how, tree, "scripts/run_datafree.sh", BASELINES="1")
-    assert len(calls) == 16 and parse_option(calls[-1][2:]).method == "deepinv"
+    assert len(calls) == 18 and [parse_option(c[2:]).method for c in calls[15:]] == ["deepinv", "cmi", "cmi"]
 
 
 def test_run_datafree_demo_trains_a_teacher_then_two_students(tree):  # noqa: F811
