@@ -84,7 +84,7 @@ class InstanceMeans:
 
 def feature_modules(network: nn.Module, arch: str) -> list[nn.Module]:
     """Whose inputs CMI compares: every BatchNorm2d, or the four stages of the reference's resnet34 teacher."""
-    if arch == "resnet34":
+    if arch == "ResNet34_cifar":  # the reference's resnet34
         return [network.layer1, network.layer2, network.layer3, network.layer4]
     return [m for m in network.modules() if isinstance(m, nn.BatchNorm2d)]
 

@@ -30,7 +30,7 @@ from datafree.augment import Normalizer, random_crop_flip, to_uint8
 from datafree.criterions import jsdiv, kldiv
 from datafree.generator import Generator
 from datafree.hooks import BNStatHooks
-from datafree.models import build_network, load_teacher
+from datafree.models import build_network, canonical_arch, load_teacher
 from datafree.options import parse_option
 from datafree.pool import ImagePool, kd_batch
 from datafree.synthesis import (
@@ -671,10 +671,10 @@ def test_run_datafree_script_issues_the_references_settings(tree, how):  # noqa:
         assert (opt.method, opt.dataset, opt.batch_size, opt.lr, opt.kd_steps, opt.epochs, opt.warmup, opt.T) == (
             "fast_meta", "cifar100", 256, 0.2, 400, 220, 20, 20)
         assert (opt.student, opt.adv, opt.oh, opt.bn, opt.bn_mmt, opt.is_maml, opt.reset_l0) == (
-            student, adv, oh, 10.0, 0.9, 1, 1)
+            canonical_arch(student), adv, oh, 10.0, 0.9, 1, 1)
         assert (opt.g_steps, opt.lr_z, opt.lr_g) == (steps, lr_z, lr_g)
         want = wrn if teacher == "wrn_40_2" else f"checkpoints/pretrained/cifar100_{teacher}.pth"
-        assert opt.teacher_ckpt == want and opt.teacher in (None, teacher)
+        assert opt.teacher_ckpt == want and opt.teacher in (None, canonical_arch(teacher))
     proc, calls = run_script(how, tree, "scripts/run_datafree.sh", BASELINES="1")
     assert len(calls) == 18 and [parse_option(c[2:]).method for c in calls[15:]] == ["deepinv", "cmi", "cmi"]
 

@@ -92,8 +92,10 @@ def test_head_hooks_and_feature_layers():
     expected = torch.cat([net[0](x).mean(dim=(2, 3)), net[3](net[2](net[1](net[0](x)))).mean(dim=(2, 3))], dim=1)
     assert torch.allclose(means.features(), expected, atol=1e-6)
     means.remove()
-    stages = feature_modules(build_network("resnet34", 10), "resnet34")  # the reference's block inputs
-    assert [sum(p.numel() for p in s.parameters()) > 0 for s in stages] == [True] * 4 and len(stages) == 4
+    r34 = build_network("resnet34", 10)
+    stages = feature_modules(r34, "ResNet34_cifar")  # the reference's block inputs
+    assert all(a is b for a, b in zip(stages, [r34.layer1, r34.layer2, r34.layer3, r34.layer4], strict=True))
+    assert parse_option(["--teacher", "resnet34"]).teacher == "ResNet34_cifar"  # the name the run passes
     assert (HEAD_DIM, BANK_SIZE, N_NEG) == (256, 40960, 4096)  # the reference's datafree_kd.py
 
 
