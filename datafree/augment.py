@@ -7,9 +7,11 @@ float images in [0, 1] with gradients flowing back to the generator.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from dataset.memory import crop_flip
@@ -40,6 +42,31 @@ def random_crop_flip(x: Tensor, generator: torch.Generator, padding: int = 4) ->
     flips = torch.rand(n, generator=generator, device=x.device) < 0.5
     index = torch.arange(n, device=x.device)
     return crop_flip(x.permute(0, 2, 3, 1), index, offsets, flips, padding).permute(0, 3, 1, 2)
+
+
+def random_resized_crop_flip(x: Tensor, generator: torch.Generator, scale: tuple[float, float] = (0.25, 1.0),
+                             ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Tensor:
+    """Per image: a crop of a uniform fraction ``scale`` of the area with a log-uniform aspect ``ratio`` (clipped
+    to the image), resized back bilinearly (corners on corners), mirrored with probability ½: kornia's
+    RandomResizedCrop + RandomHorizontalFlip, CMI's "local view". One affine resampling; gradients flow to ``x``.
+    """
+    n, _, h, w = x.shape
+    draws = torch.rand(n, 5, generator=generator, device=x.device)
+    area = h * w * (scale[0] + (scale[1] - scale[0]) * draws[:, 0])
+    aspect = torch.exp(math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * draws[:, 1])
+    crop_w = torch.sqrt(area * aspect).round().clamp(1, w)
+    crop_h = torch.sqrt(area / aspect).round().clamp(1, h)
+    x0 = torch.floor(draws[:, 2] * (w - crop_w + 1))
+    y0 = torch.floor(draws[:, 3] * (h - crop_h + 1))
+    sign = torch.where(draws[:, 4] < 0.5, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3, device=x.device)
+    # pixel p is -1 + 2p / (size - 1) in align_corners coordinates; the crop spans [x0, x0 + crop_w - 1]
+    theta[:, 0, 0] = sign * (crop_w - 1) / max(w - 1, 1)
+    theta[:, 0, 2] = -1 + (2 * x0 + crop_w - 1) / max(w - 1, 1)
+    theta[:, 1, 1] = (crop_h - 1) / max(h - 1, 1)
+    theta[:, 1, 2] = -1 + (2 * y0 + crop_h - 1) / max(h - 1, 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=True)
+    return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
 def jitter_and_flip(x: Tensor, generator: torch.Generator, lim: float = 1.0 / 8.0) -> Tensor:

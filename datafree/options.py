@@ -16,8 +16,7 @@ from helper.errors import UserError
 from helper.options import OneLineParser, require_non_negative, require_positive, validate_data_args
 
 GENERATIVE = ("dafl", "zskt", "dfad", "dfq")
-METHODS = ("fast_meta", "fast", "deepinv", *GENERATIVE)
-REFERENCE_ONLY_METHODS = ("cmi",)
+METHODS = ("fast_meta", "fast", "deepinv", "cmi", *GENERATIVE)
 # The reference's schedule produces epochs x (ep_steps // kd_steps) x 256 = 56,320 images (CIFAR, 220 epochs).
 DEFAULT_POOL = 60000
 
@@ -36,9 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="datafree_kd.py", description="data-free knowledge distillation "
                            "(Fast-DFKD and its baselines; the reference's flags)")
     d = parser.add_argument_group("data-free synthesis (the reference's flags and defaults)")
-    d.add_argument("--method", default="fast_meta", choices=[*METHODS, *REFERENCE_ONLY_METHODS],
+    d.add_argument("--method", default="fast_meta", choices=METHODS,
                    help="fast_meta: meta-learned generator (Fast-DFKD); fast: the same without meta-learning; "
-                        "deepinv: DeepInversion (pixels optimised); dafl, zskt, dfad, dfq: online generators")
+                        "deepinv: DeepInversion (pixels optimised); cmi: contrastive model inversion; "
+                        "dafl, zskt, dfad, dfq: online generators")
     d.add_argument("--adv", default=0, type=float, help="scaling factor for adversarial distillation")
     d.add_argument("--bn", default=0, type=float, help="scaling factor for BN regularization")
     d.add_argument("--oh", default=0, type=float, help="scaling factor for one hot loss (cross entropy)")
@@ -128,8 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check(opt: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    if opt.method in REFERENCE_ONLY_METHODS:
-        parser.error(f"--method {opt.method} is not implemented here; choose one of: {', '.join(METHODS)}")
     if opt.dataset not in DATASETS:
         parser.error(f"--dataset {opt.dataset}: data-free distillation takes {', '.join(DATASETS)}")
     if opt.nz is None:
@@ -144,9 +142,9 @@ def _check(opt: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if opt.synthesis_batch_size <= 0 or opt.synthesis_batch_size > opt.pool_size:
         parser.error(f"--synthesis_batch_size must be in 1..--pool_size ({opt.pool_size}), got "
                      f"{opt.synthesis_batch_size}")
-    require_positive(opt, parser, "lr", "T", "lr_g")
-    require_non_negative(opt, parser, "adv", "bn", "oh", "lr_z", "weight_decay", "momentum", "warmup", "start_epoch",
-                         "save_images")
+    require_positive(opt, parser, "lr", "T", "lr_g", "cr_T")
+    require_non_negative(opt, parser, "adv", "bn", "oh", "cr", "lr_z", "weight_decay", "momentum", "warmup",
+                         "start_epoch", "save_images")
     if not 0 <= opt.bn_mmt < 1:
         parser.error(f"--bn_mmt must be in [0, 1), got {opt.bn_mmt}")
     if opt.multiprocessing_distributed or opt.world_size > 1:
@@ -182,7 +180,7 @@ def parse_option(argv: list[str] | None = None) -> argparse.Namespace:
         name = opt.teacher or DEFAULT_TEACHER
         fdf_name = {ours: theirs for theirs, ours in FDF_NAMES.items()}.get(name, name)
         opt.teacher_ckpt = os.path.join("checkpoints", "pretrained", f"{opt.dataset}_{fdf_name}.pth")
-    if opt.bn == 0 and opt.oh == 0 and opt.adv == 0:
+    if opt.bn == 0 and opt.oh == 0 and opt.adv == 0 and (opt.method != "cmi" or opt.cr == 0):
         print("note: --bn, --oh and --adv are all 0 (the reference's defaults): the synthesis has nothing to "
               "fit; the paper's settings are in scripts/run_datafree.sh", file=sys.stderr)
     # what run folders and scripts/summarize.py read

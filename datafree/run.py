@@ -27,24 +27,34 @@ from torch import nn
 from torchvision.utils import save_image
 
 from datafree.augment import Normalizer, to_uint8
+from datafree.cmi import BANK_FILE, BANK_SIZE, CMISynthesizer, feature_modules
 from datafree.criterions import KLDiv
 from datafree.data import TestData, load_test_data
 from datafree.generator import Generator
 from datafree.models import build_network, load_teacher
 from datafree.options import GENERATIVE, parse_option
-from datafree.pool import POOL_FILE, ImagePool, kd_batch
+from datafree.pool import POOL_FILE, ImagePool, kd_batch, read_owner
 from datafree.synthesis import DeepInvSyntheiszer, FastMetaSynthesizer, FastSynthesizer, GenerativeSynthesizer
 from dataset import DatasetUnavailable
 from dataset.memory import MemoryLoader, batch_seed
 from helper.checkpoint import atomic_save, atomic_text, safe_load, state_dict_of
 from helper.engine import read_step, validate
 from helper.errors import EXIT_PREEMPTED, UserError, as_user_errors
+from helper.folder_lock import lock_folders
 from helper.rng import capture_rng, restore_rng
 from helper.runconfig import save_run_config
 from helper.runlog import MetricsLog, Progress, TensorBoard
 from helper.setup import Runtime, place_model, setup_runtime
 from helper.teacher import freeze_teacher
-from helper.trainer import METRICS_FILE, RESULTS_FILE, RESUME_FILE, RunOutputs, StopRequest, prepare_outputs
+from helper.trainer import (
+    METRICS_FILE,
+    RESULTS_FILE,
+    RESUME_FILE,
+    RunOutputs,
+    StopRequest,
+    prepare_outputs,
+    refuse_reuse,
+)
 
 FORMAT = "datafree-1"
 COSINE_EPOCHS, COSINE_MIN_LR = 200, 2e-4  # the reference's CosineAnnealingLR(optimizer, 200, eta_min=2e-4)
@@ -103,11 +113,12 @@ class DataFreeRun:
         # The student's loss: KL at --T; for the online-generator baselines the reference replaces it with L1 on
         # the logits (dfad) or KL at T = 1, whatever --T says, and so does this.
         self.criterion = nn.L1Loss() if opt.method == "dfad" else KLDiv(T=1.0 if self.generative else opt.T)
+        self.save_dir = image_folder(opt, out.folder)
+        # images the schedule synthesises: the pool (and CMI's bank) need no more room
+        self.schedule = opt.epochs * self.rounds * opt.synthesis_batch_size
         self.synth = self._synthesizer()
         # The online generators keep no pool: it holds their latest batch, for the sample grids.
-        schedule = opt.epochs * self.rounds * opt.synthesis_batch_size
-        capacity = opt.synthesis_batch_size if self.generative else min(opt.pool_size, schedule)
-        self.save_dir = Path(opt.save_dir) if opt.save_dir else out.folder
+        capacity = opt.synthesis_batch_size if self.generative else min(opt.pool_size, self.schedule)
         self.pool = ImagePool(capacity, (data.image_size, data.image_size, 3), self.device, self.save_dir / POOL_FILE)
         if opt.cmi_init:
             self.pool.load_fixed(opt.cmi_init)
@@ -119,7 +130,7 @@ class DataFreeRun:
         self.stop = StopRequest(rt.info)
         self.best_acc, self.last_acc, self.time_cost = 0.0, 0.0, 0.0
 
-    def _synthesizer(self) -> FastSynthesizer | DeepInvSyntheiszer | GenerativeSynthesizer:
+    def _synthesizer(self) -> FastSynthesizer | DeepInvSyntheiszer | GenerativeSynthesizer | CMISynthesizer:
         opt, size = self.opt, (3, self.data.image_size, self.data.image_size)
         # The reference synthesises in fp32 whatever --fp16 says; bf16 needs no loss scaling, so it is used.
         autocast = self.rt.autocast if self.rt.precision == "bf16" else nullcontext
@@ -136,6 +147,11 @@ class DataFreeRun:
                                          act=opt.act, balance=opt.balance, criterion=self.criterion,
                                          normalizer=self.normalizer, autocast=autocast,
                                          channels_last=self.rt.channels_last)
+        if opt.method == "cmi":
+            return CMISynthesizer(self.teacher, self.student, generator, opt.nz,
+                                  feature_layers=feature_modules(self.teacher.network, opt.teacher),
+                                  bank_path=self.save_dir / BANK_FILE, bank_size=min(BANK_SIZE, self.schedule),
+                                  cr=opt.cr, cr_T=opt.cr_T, **common)
         kind = FastMetaSynthesizer if opt.method == "fast_meta" else FastSynthesizer
         extra = {"is_maml": opt.is_maml} if opt.method == "fast_meta" else {}
         return kind(self.teacher, self.student, generator, opt.nz, lr_z=opt.lr_z, warmup=opt.warmup,
@@ -153,6 +169,7 @@ class DataFreeRun:
         }
         atomic_save(state, self.out.path(RESUME_FILE))
         self.pool.flush()  # only now: the checkpoint holds the journal a kill in between would need
+        self.synth.flush()
 
     def _load_resume(self, path: Path) -> tuple[Position, Totals]:
         state = safe_load(path)
@@ -183,10 +200,17 @@ class DataFreeRun:
             if key in state:
                 target.load_state_dict(state[key])
         self.best_acc = float(state.get("best_acc1", 0.0))
-        self.pool.create_file()
+        claim_image_folder(self.save_dir, self.out.folder, self.opt)
+        self.create_files()
         print(f"=> warm start from the reference-format {path}: student, optimizer and scheduler at epoch "
               f"{state['epoch']}; the generator and the image pool start afresh")
         return Position(int(state["epoch"]), complete=True)
+
+    def create_files(self) -> None:
+        """A fresh run's pool file (and the synthesiser's), owned by this run folder."""
+        run = str(self.out.folder.resolve())
+        self.pool.create_file(run)
+        self.synth.create_files(run)
 
     def _stop_now(self, position: Position, totals: Totals) -> None:
         self._save_resume(position, totals)
@@ -210,7 +234,7 @@ class DataFreeRun:
             print(f"=> resumed from {resume_from} (epoch {position.epoch}"
                   + (", complete)" if position.complete else f", round {position.round + 1}, step {position.step})"))
         else:
-            self.pool.create_file()
+            self.create_files()
         done = position.epoch if position.complete else position.epoch - 1
         resume_at = ("main", done) if resume_from is not None else None
         metrics, tb = MetricsLog(self.out.path(METRICS_FILE), resume_at), TensorBoard(self.out.tb_folder, resume_at)
@@ -338,6 +362,23 @@ class DataFreeRun:
         print(f"last accuracy: {self.last_acc:.2f}")
 
 
+def image_folder(opt: argparse.Namespace, run_folder: Path) -> Path:
+    """Where the pool file and the sample grids go: --save_dir, else the run folder."""
+    return Path(opt.save_dir) if opt.save_dir else run_folder
+
+
+def claim_image_folder(save_dir: Path, run_folder: Path, opt: argparse.Namespace) -> None:
+    """Before a run creates its pool: another run's pool there is replaced only with --overwrite (its grids go
+    too, so the two runs' images do not mix)."""
+    holder = read_owner(save_dir / POOL_FILE)
+    if holder is not None and holder.get("run") != str(run_folder.resolve()):
+        refuse_reuse(save_dir, f"the image pool of the run in {holder.get('run') or 'another folder'}", opt,
+                     "pass --overwrite to start over there (that pool is lost) or give this run another --save_dir")
+    if opt.overwrite:
+        for grid in save_dir.glob("synthetic_*.png"):
+            grid.unlink()
+
+
 def run_name(opt: argparse.Namespace) -> str:
     """The reference's ``<method>``, ``<dataset>-<teacher>-<student>`` and ``-<log_tag>``, in one folder name."""
     tag = f"-{opt.log_tag}" if opt.log_tag else ""
@@ -373,15 +414,19 @@ def main(argv: list[str] | None = None) -> None:
     opt.save_folder = str(Path(opt.model_path) / opt.model_name)
     opt.tb_folder = str(Path(opt.tb_path) / opt.model_name)
     out = RunOutputs(Path(opt.save_folder), Path(opt.tb_folder), opt.student, save_optimizer=True)
-    resume = prepare_outputs(out, opt, rt.info)
-    out.folder.mkdir(parents=True, exist_ok=True)
-    with as_user_errors(ValueError):
-        run = DataFreeRun(opt, rt, data, teacher_net, student, out)
-    teacher_acc = None
-    if resume is None:
-        teacher_acc = validate(run.teacher, run.val_loader, rt.device, rt.channels_last, rt.autocast,
-                               rt.info)["test_acc"]
-        print(f"teacher accuracy: {teacher_acc:.2f}")
-    save_run_config(opt, rt, out.folder, resumed=resume is not None, teacher={"arch": opt.teacher,
-                                                                               "test_acc": teacher_acc})
-    run.fit(resume)
+    save_dir = image_folder(opt, out.folder)
+    # one run at a time in its run folder and its image folder, from before the first look at either
+    with lock_folders([(out.folder, "--log_tag"), (save_dir, "--save_dir")]):
+        resume = prepare_outputs(out, opt, rt.info)
+        if resume is None:
+            claim_image_folder(save_dir, out.folder, opt)
+        with as_user_errors(ValueError):
+            run = DataFreeRun(opt, rt, data, teacher_net, student, out)
+        teacher_acc = None
+        if resume is None:
+            teacher_acc = validate(run.teacher, run.val_loader, rt.device, rt.channels_last, rt.autocast,
+                                   rt.info)["test_acc"]
+            print(f"teacher accuracy: {teacher_acc:.2f}")
+        save_run_config(opt, rt, out.folder, resumed=resume is not None, teacher={"arch": opt.teacher,
+                                                                                   "test_acc": teacher_acc})
+        run.fit(resume)

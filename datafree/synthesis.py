@@ -90,6 +90,12 @@ class _Synthesizer:
     def _round(self, generator: torch.Generator) -> RoundResult:
         raise NotImplementedError
 
+    def create_files(self, run_folder: str) -> None:
+        """A fresh run's files beside the pool (CMI's memory bank); none for the others."""
+
+    def flush(self) -> None:
+        """After a checkpoint is on disk: write what it journals into those files."""
+
     def state_dict(self) -> dict:
         return {"ep": self.ep, "bn_mmt": self.hooks.state()}
 

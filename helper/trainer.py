@@ -70,6 +70,13 @@ class RunOutputs:
         return self.folder / name
 
 
+def refuse_reuse(folder: Path, holds: str, opt: argparse.Namespace,
+                 remedy: str = "pass --resume to continue it or --overwrite to start over") -> None:
+    """A folder that holds another run's work (``holds`` says what) is reused only with ``--overwrite``."""
+    if not opt.overwrite:
+        raise UserError(f"{folder} already holds {holds}; {remedy}")
+
+
 def prepare_outputs(out: RunOutputs, opt: argparse.Namespace, info: DistInfo) -> Path | None:
     """Check the run folder before anything trains; returns the checkpoint to resume from, if any.
 
@@ -88,10 +95,8 @@ def _prepare_outputs(out: RunOutputs, opt: argparse.Namespace, info: DistInfo) -
             raise UserError(f"--resume: no checkpoint at {path} (nothing to resume)")
         return path
     held = [name for name in (RESULTS_FILE, RESUME_FILE) if out.path(name).exists()]
-    if held and not opt.overwrite:
-        state = "a finished run" if RESULTS_FILE in held else "an unfinished run"
-        raise UserError(f"{out.folder} already holds {state}; pass --resume to continue it or --overwrite "
-                        "to start over")
+    if held:
+        refuse_reuse(out.folder, "a finished run" if RESULTS_FILE in held else "an unfinished run", opt)
     if info.is_main:
         try:
             out.folder.mkdir(parents=True, exist_ok=True)

@@ -1,14 +1,16 @@
-"""Synthesis cost of Fast-DFKD (fast_meta) against DeepInversion (deepinv) on the same teacher.
+"""Synthesis cost of Fast-DFKD (fast_meta) against DeepInversion (deepinv) and CMI (cmi) on the same teacher.
 
 1. Images per second: each method synthesises the same number of images (--images, in rounds of
    --batch_size) with the reference's settings: fast_meta as Fast-10 (10 steps, lr_g 2e-3, lr_z 0.01,
    bn 10, oh 0.4, adv 1.1, bn_mmt 0.9; the reference's generator), deepinv as scripts/deepinv_cifar.sh
-   (--deepinv_steps 1000 steps on the pixels, lr_g 0.1, bn 10, oh 1, adv 1). fast_meta is measured before
-   and after deepinv (a shared machine's load drifts); reported: images/s and the ratio to their mean.
+   (--deepinv_steps 1000 steps on the pixels, lr_g 0.1, bn 10, oh 1, adv 1), cmi as scripts/cmi_cifar.sh
+   (--cmi_steps 200 steps of a re-drawn generator, lr_g 1e-3, bn 1, oh 1, adv 0.5, cr 0.8, cr_T 0.2).
+   fast_meta is measured before and after the baselines (a shared machine's load drifts); reported:
+   images/s and the ratio of their mean to each baseline's.
 2. Accuracy after the same wall-clock budget: each method's whole loop (synthesis rounds, each followed by
    --kd_steps KD steps on the pool) runs from a fresh student and generator until the budget is spent; then
-   the student's test accuracy. deepinv runs first; a round is never cut, so when its first round alone
-   outlasts --budget, fast_meta gets the time deepinv took instead.
+   the student's test accuracy. The baselines run first; a round is never cut, so when a baseline's first
+   round alone outlasts --budget, fast_meta gets the longest time a baseline took instead.
 
 The teacher: --teacher_ckpt, or (default) a resnet20 trained here on the synthetic set with train_teacher.py.
 Everything runs through datafree.run.DataFreeRun, the loop datafree_kd.py runs. Outputs go to --work_dir.
@@ -43,7 +45,9 @@ SETTINGS = {
     "fast_meta": ["--g_steps", "10", "--lr_g", "2e-3", "--lr_z", "0.01", "--bn", "10", "--oh", "0.4", "--adv", "1.1",
                   "--bn_mmt", "0.9", "--is_maml", "1"],
     "deepinv": ["--lr_g", "0.1", "--bn", "10", "--oh", "1", "--adv", "1"],
+    "cmi": ["--lr_g", "1e-3", "--bn", "1", "--oh", "1", "--adv", "0.5", "--cr", "0.8", "--cr_T", "0.2"],
 }
+BASELINES = ("deepinv", "cmi")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,6 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=64, help="images per synthesis round and per KD step")
     parser.add_argument("--images", type=int, default=64, help="images each method synthesises in part 1")
     parser.add_argument("--deepinv_steps", type=int, default=1000, help="DeepInversion's steps per batch")
+    parser.add_argument("--cmi_steps", type=int, default=200, help="CMI's steps per batch")
     parser.add_argument("--budget", type=float, default=240.0, help="seconds of each method's loop in part 2")
     parser.add_argument("--kd_steps", type=int, default=20, help="KD steps after each synthesis round in part 2")
     parser.add_argument("--device", default="auto")
@@ -76,7 +81,8 @@ def teacher_checkpoint(args: argparse.Namespace) -> str:
 
 
 def make_run(args: argparse.Namespace, method: str, teacher_ckpt: str, tag: str) -> DataFreeRun:
-    steps = ["--g_steps", str(args.deepinv_steps)] if method == "deepinv" else []
+    steps = {"deepinv": ["--g_steps", str(args.deepinv_steps)],
+             "cmi": ["--g_steps", str(args.cmi_steps)]}.get(method, [])
     opt = parse_option([*DATA, "--method", method, *SETTINGS[method], *steps, "--teacher_ckpt", teacher_ckpt,
                         "--student", args.student, "--batch_size", str(args.batch_size), "--kd_steps",
                         str(args.kd_steps), "--ep_steps", str(args.kd_steps), "--T", "20", "--lr", "0.1",
@@ -89,7 +95,7 @@ def make_run(args: argparse.Namespace, method: str, teacher_ckpt: str, tag: str)
     folder.mkdir(parents=True, exist_ok=True)
     run = DataFreeRun(opt, rt, data, teacher, build_network(opt.student, data.num_classes),
                       RunOutputs(folder, folder / "tb", opt.student, save_optimizer=False))
-    run.pool.create_file()
+    run.create_files()
     return run
 
 
@@ -127,21 +133,23 @@ def main(argv: list[str] | None = None) -> None:
     os.chdir(args.work_dir)
     teacher_ckpt = teacher_checkpoint(args)
     print(f"teacher: {teacher_ckpt}; torch threads {torch.get_num_threads()}")
-    speed = [(m, images_per_second(args, m, teacher_ckpt)) for m in ("fast_meta", "deepinv", "fast_meta")]
-    budget = {"deepinv": accuracy_after_budget(args, "deepinv", teacher_ckpt, args.budget)}
+    speed = [(m, images_per_second(args, m, teacher_ckpt)) for m in ("fast_meta", *BASELINES, "fast_meta")]
+    budget = {m: accuracy_after_budget(args, m, teacher_ckpt, args.budget) for m in BASELINES}
     budget["fast_meta"] = accuracy_after_budget(args, "fast_meta", teacher_ckpt,
-                                                max(args.budget, budget["deepinv"]["seconds"]))
-    print(f"\n1. synthesis of {args.images} images, batch {args.batch_size} "
-          f"(fast_meta 10 steps/round, deepinv {args.deepinv_steps} steps/round)")
+                                                max(args.budget, *(budget[m]["seconds"] for m in BASELINES)))
+    print(f"\n1. synthesis of {args.images} images, batch {args.batch_size} (fast_meta 10 steps/round, "
+          f"deepinv {args.deepinv_steps}, cmi {args.cmi_steps})")
     for method, (rate, seconds) in speed:
         print(f"   {method:9s} {rate:8.2f} images/s ({seconds:.1f} s)")
-    fast = (speed[0][1][0] + speed[2][1][0]) / 2
-    print(f"   fast_meta (mean of both) / deepinv: {fast / speed[1][1][0]:.1f}x")
+    fast = (speed[0][1][0] + speed[-1][1][0]) / 2
+    for method, (rate, _) in speed[1:-1]:
+        print(f"   fast_meta (mean of both) / {method}: {fast / rate:.1f}x")
     print(f"\n2. test accuracy after the same wall-clock time of synthesis + KD ({args.kd_steps} KD steps per round)")
     for method, row in budget.items():
         print(f"   {method:9s} {row['acc']:6.2f} %  ({row['rounds']} rounds, {row['images']} images, "
               f"synthesis {row['synthesis']:.0f} s of {row['seconds']:.0f} s)")
-    print(f"   fast_meta - deepinv: {budget['fast_meta']['acc'] - budget['deepinv']['acc']:+.2f} points")
+    for method in BASELINES:
+        print(f"   fast_meta - {method}: {budget['fast_meta']['acc'] - budget[method]['acc']:+.2f} points")
 
 
 if __name__ == "__main__":

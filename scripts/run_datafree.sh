@@ -3,7 +3,9 @@
 # with Fast-DFKD's settings, the lines of zju-vipa/Fast-Datafree scripts/fast_cifar.sh: Fast-2, Fast-5 and
 # Fast-10 (--g_steps 2/5/10 with their --lr_z/--lr_g) for resnet34 -> resnet18, vgg11 -> resnet18 and
 # wrn40_2 -> wrn16_1 / wrn40_1 / wrn16_2. BASELINES=1 adds its DeepInversion line (scripts/deepinv_cifar.sh,
-# on CIFAR-100). Reference names map onto ours (wrn40_2 = wrn_40_2, ...; resnet18/34 are DAFL's CIFAR ResNets).
+# on CIFAR-100) and its two CMI lines (scripts/cmi_cifar.sh: CMI on CIFAR-10 with the reference's
+# checkpoints/pretrained/cifar10_wrn40_2.pth, and its "tuned fast" CIFAR-100 line, --cr 0, which the
+# reference's own code cannot run: it then never computes the features its memory bank stores). Reference names map onto ours (wrn40_2 = wrn_40_2, ...; resnet18/34 are DAFL's CIFAR ResNets).
 # Teachers: the reference's checkpoints/pretrained/cifar100_<teacher>.pth ({'state_dict'}, from its Dropbox)
 # where present; for wrn40_2 otherwise RepDistiller's save/models/wrn_40_2_vanilla/ckpt_epoch_240.pth
 # (scripts/fetch_pretrained_teachers.sh). Extra arguments go to every run, e.g. --device cuda:1.
@@ -69,4 +71,6 @@ python datafree_kd.py --batch_size 256 --lr 0.2 --kd_steps 400 --ep_steps 400 --
 
 if [ "${BASELINES:-0}" = 1 ]; then
     python datafree_kd.py --method deepinv --dataset cifar100 --batch_size 256 --teacher wrn40_2 --student wrn16_1 --lr 0.1 --epochs 200 --kd_steps 400 --ep_steps 400 --g_steps 1000 --lr_g 0.1 --adv 1 --bn 10 --oh 1 --T 20 --act 0 --balance 0 --gpu 0 --seed 0 --save_dir run/deepinv --log_tag deepinv --teacher_ckpt "$WRN" "$@"
+    python datafree_kd.py --method cmi --dataset cifar10 --batch_size 256 --teacher wrn40_2 --student wrn16_1 --lr 0.1 --kd_steps 400 --ep_steps 400 --g_steps 200 --lr_g 1e-3 --adv 0.5 --bn 1.0 --oh 1.0 --cr 0.8 --cr_T 0.2 --act 0 --balance 0 --gpu 0 --seed 0 --T 20 --save_dir run/cmi --log_tag cmi "$@"
+    python datafree_kd.py --method cmi --dataset cifar100 --batch_size 256 --teacher wrn40_2 --student wrn16_1 --lr 0.1 --kd_steps 400 --ep_steps 400 --g_steps 5 --lr_g 1e-3 --adv 0.5 --bn 1.0 --oh 1.0 --cr 0 --cr_T 0.2 --act 0 --balance 0 --gpu 0 --seed 0 --T 20 --save_dir run/cmi_fast_cifar100_5 --log_tag cmi_fast_cifar100_5 --teacher_ckpt "$WRN" "$@"
 fi

@@ -30,7 +30,7 @@ from datafree.augment import Normalizer, random_crop_flip, to_uint8
 from datafree.criterions import jsdiv, kldiv
 from datafree.generator import Generator
 from datafree.hooks import BNStatHooks
-from datafree.models import build_network, load_teacher
+from datafree.models import build_network, canonical_arch, load_teacher
 from datafree.options import parse_option
 from datafree.pool import ImagePool, kd_batch
 from datafree.synthesis import (
@@ -393,7 +393,8 @@ def test_reference_command_line_parses_with_its_meaning():
 
 
 def test_bad_options_are_one_line_errors(tmp_path, capsys, monkeypatch):
-    for args, text in ((["--method", "cmi"], "not implemented here"), (["--kd_steps", "5", "--ep_steps", "4"],
+    for args, text in ((["--method", "cmix"], "invalid choice"), (["--cr_T", "0"], "--cr_T must be positive"),
+                       (["--kd_steps", "5", "--ep_steps", "4"],
                        "--ep_steps"), (["--student", "nonet"], "unknown model"), (["--world_size", "2"], "one process"),
                        (["--teacher_ckpt", str(tmp_path / "none.pth")], "checkpoint not found")):
         monkeypatch.chdir(tmp_path)
@@ -419,7 +420,7 @@ def test_reference_command_runs_and_the_kd_loss_falls(tmp_path, trained_teacher)
     best = torch.load(folder / "resnet8_best.pth", weights_only=True)
     assert torch.equal(best["model"]["conv1.weight"], best["state_dict"]["conv1.weight"])  # RD's and FDF's keys
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
-        "pool.u8", "synthetic_001.png", "synthetic_002.png", "synthetic_003.png", "synthetic_004.png"]
+        ".lock", "pool.owner", "pool.u8", *(f"synthetic_00{i}.png" for i in range(1, 5))]
     assert (tmp_path / "images" / "pool.u8").stat().st_size == 32 * 32 * 32 * 3  # bounded by the schedule
     config = json.loads((folder / "config.json").read_text())
     assert config["options"]["method"] == "fast_meta" and config["teacher"]["arch"] == "resnet8"
@@ -490,8 +491,8 @@ def test_teacher_checkpoint_formats(tmp_path):
 RESUME_ARGS = [*TINY, "--epochs", "4", "--warmup", "1", "--method", "fast_meta", "--save_images", "0"]
 
 
-def _final(folder: Path) -> dict:
-    run = next((folder / "save" / "datafree").iterdir())
+def _final(folder: Path, name: str | None = None) -> dict:
+    run = folder / "save" / "datafree" / name if name else next((folder / "save" / "datafree").iterdir())
     return {"student": torch.load(run / "resnet8_last.pth", weights_only=True)["model"],
             "generator": torch.load(run / "generator.pth", weights_only=True)["state_dict"],
             "epochs": [json.loads(r)["epoch"] for r in (run / "metrics.jsonl").read_text().splitlines()]}
@@ -536,15 +537,14 @@ def uninterrupted(tmp_path_factory, trained_teacher) -> dict:
     return _final(folder)
 
 
-def test_stop_mid_round_then_resume_is_bit_identical(tmp_path, trained_teacher, uninterrupted, monkeypatch):
-    """A stop request at a chosen KD step (epoch 2, round 2, after step 2 of 3): the checkpoint holds the
-    position inside the round, and the resumed run skips the round's synthesis and replays its last step."""
-    args = [*RESUME_ARGS, "--teacher_ckpt", str(trained_teacher)]
-    monkeypatch.chdir(tmp_path)
+def stop_then_resume(args: list[str], folder: Path, monkeypatch, at_round: int, at_step: int) -> dict:
+    """Run ``args`` in ``folder`` with a stop request after KD step ``at_step`` (0-indexed) of synthesis round
+    ``at_round`` (1-indexed, counted over the run), check it exits 75, resume it; the stopped checkpoint's state."""
+    monkeypatch.chdir(folder)
     kd_images = df_run.DataFreeRun._kd_images
 
     def request_stop(self, step):
-        if self.synth.ep == 4 and step == 1:
+        if self.synth.ep == at_round and step == at_step:
             self.stop.local_stop = True
         return kd_images(self, step)
 
@@ -552,10 +552,17 @@ def test_stop_mid_round_then_resume_is_bit_identical(tmp_path, trained_teacher, 
     with pytest.raises(SystemExit) as stopped:
         run_main(df_run.main, args)
     assert stopped.value.code == 75
-    state = torch.load(next(tmp_path.rglob("ckpt_last.pth")), weights_only=True)
-    assert state["position"] == {"epoch": 2, "complete": False, "round": 1, "step": 2}
+    state = torch.load(next(folder.rglob("ckpt_last.pth")), weights_only=True)
     monkeypatch.setattr(df_run.DataFreeRun, "_kd_images", kd_images)
     run_main(df_run.main, [*args, "--resume", "auto"])
+    return state
+
+
+def test_stop_mid_round_then_resume_is_bit_identical(tmp_path, trained_teacher, uninterrupted, monkeypatch):
+    """A stop request at a chosen KD step (epoch 2, round 2, after step 2 of 3): the checkpoint holds the
+    position inside the round, and the resumed run skips the round's synthesis and replays its last step."""
+    state = stop_then_resume([*RESUME_ARGS, "--teacher_ckpt", str(trained_teacher)], tmp_path, monkeypatch, 4, 1)
+    assert state["position"] == {"epoch": 2, "complete": False, "round": 1, "step": 2}
     _assert_same(_final(tmp_path), uninterrupted)
 
 
@@ -578,6 +585,66 @@ def test_sigterm_and_sigkill_then_resume_are_bit_identical(tmp_path, trained_tea
     proc.wait()
     run_cli("datafree_kd.py", [*args, "--resume", "auto"], work)
     _assert_same(_final(work), uninterrupted)
+
+
+def _one_line_refusal(args: list[str], capsys, text: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        run_main(df_run.main, args)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and text in err and len(err.splitlines()) == 1, err
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_shared_save_dir_is_held_by_one_run(tmp_path, trained_teacher, uninterrupted, monkeypatch, capsys):
+    """The issue's case: run A killed, run B started on A's --save_dir, A resumed. While A lives, B stops at
+    the lock; once A is dead B is refused A's pool; A resumes bit-identically; a B that overwrites A's pool
+    with --overwrite makes A's later --resume a one-line refusal instead of a silent mix."""
+    images = tmp_path / "images"
+    a_args = [*RESUME_ARGS, "--teacher_ckpt", str(trained_teacher), "--save_dir", str(images)]
+    b_args = [*a_args, "--log_tag", "b", "--epochs", "1"]
+    a_name = "fast_meta-synthetic-resnet8-resnet8"
+    a_files = [tmp_path / "save" / "datafree" / a_name, tmp_path / "save" / "datafree_tensorboards", images]
+    monkeypatch.chdir(tmp_path)
+    proc = _start(tmp_path, a_args)
+    _wait_for_new_checkpoint(tmp_path, proc)
+    proc.send_signal(signal.SIGSTOP)  # alive, holding its folders, writing nothing while we look
+    try:
+        before = [_snapshot(folder) for folder in a_files]
+        for extra in ([], ["--overwrite"], ["--log_tag", "", "--resume", "auto"]):
+            _one_line_refusal([*b_args, *extra], capsys, "is in use by a running process (pid")
+        assert [_snapshot(folder) for folder in a_files] == before  # nothing of A's written or removed
+    finally:
+        proc.kill()
+        proc.wait()
+    _one_line_refusal(b_args, capsys, "holds the image pool of the run in")  # dead A: its pool stays A's
+    run_main(df_run.main, [*a_args, "--resume", "auto"])  # the kill released A's lock
+    _assert_same(_final(tmp_path, a_name), uninterrupted)
+    run_main(df_run.main, [*b_args, "--overwrite"])  # explicitly: A's pool is lost
+    _one_line_refusal([*a_args, "--resume", "auto", "--epochs", "5"], capsys, "now belongs to the run in")
+
+
+def test_save_dir_that_is_a_file_is_one_line(tmp_path, trained_teacher, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    for path in ("afile", "afile/below"):
+        _one_line_refusal([*RESUME_ARGS, "--teacher_ckpt", str(trained_teacher), "--save_dir", path], capsys,
+                          "--save_dir afile")
+
+
+def test_a_finished_run_extended_by_epochs_equals_the_longer_run(tmp_path, trained_teacher, uninterrupted,
+                                                                 monkeypatch):
+    """Two epochs, finished (its pool sized 32 by its schedule), then --resume --epochs 4: the pool grows to the
+    longer schedule's 64 and the result is the uninterrupted 4-epoch run's, bit for bit."""
+    monkeypatch.chdir(tmp_path)
+    args = [*RESUME_ARGS, "--teacher_ckpt", str(trained_teacher)]
+    run_main(df_run.main, [*args, "--epochs", "2"])
+    assert (next(tmp_path.rglob("pool.u8"))).stat().st_size == 32 * 32 * 32 * 3
+    run_main(df_run.main, [*args, "--resume", "auto"])
+    _assert_same(_final(tmp_path), uninterrupted)
+    assert (next(tmp_path.rglob("pool.u8"))).stat().st_size == 64 * 32 * 32 * 3
 
 
 def test_to_uint8_truncates_as_the_reference_png_writer():
@@ -604,12 +671,12 @@ def test_run_datafree_script_issues_the_references_settings(tree, how):  # noqa:
         assert (opt.method, opt.dataset, opt.batch_size, opt.lr, opt.kd_steps, opt.epochs, opt.warmup, opt.T) == (
             "fast_meta", "cifar100", 256, 0.2, 400, 220, 20, 20)
         assert (opt.student, opt.adv, opt.oh, opt.bn, opt.bn_mmt, opt.is_maml, opt.reset_l0) == (
-            student, adv, oh, 10.0, 0.9, 1, 1)
+            canonical_arch(student), adv, oh, 10.0, 0.9, 1, 1)
         assert (opt.g_steps, opt.lr_z, opt.lr_g) == (steps, lr_z, lr_g)
         want = wrn if teacher == "wrn_40_2" else f"checkpoints/pretrained/cifar100_{teacher}.pth"
-        assert opt.teacher_ckpt == want and opt.teacher in (None, teacher)
+        assert opt.teacher_ckpt == want and opt.teacher in (None, canonical_arch(teacher))
     proc, calls = run_script(how, tree, "scripts/run_datafree.sh", BASELINES="1")
-    assert len(calls) == 16 and parse_option(calls[-1][2:]).method == "deepinv"
+    assert len(calls) == 18 and [parse_option(c[2:]).method for c in calls[15:]] == ["deepinv", "cmi", "cmi"]
 
 
 def test_run_datafree_demo_trains_a_teacher_then_two_students(tree):  # noqa: F811
