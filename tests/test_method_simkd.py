@@ -178,6 +178,13 @@ def test_spec_defaults_and_factor_flag():
         build_method("simkd", s, t, factor=0)
 
 
+@pytest.mark.parametrize("teacher", ["MobileNetV2", "ShuffleV2"])
+def test_a_teacher_with_a_head_after_its_last_map_is_refused_in_one_line(teacher):
+    # their classifiers read the 1x1 head conv's 1280 / 1024 features, not the last map's channels
+    with pytest.raises(ValueError, match="classifier reads (1280|1024) features"):
+        build_method("simkd", *nets("resnet8", teacher), size=32)
+
+
 def test_end_to_end_saved_student_evaluates_alone(run_student, tmp_path, teacher_ckpt, capsys):
     # a data set off the defaults (TINY_DATA's 10 classes, 128 train images; 48 test images, seed 3), which
     # eval_student reads from the run's config.json rather than from the command line
