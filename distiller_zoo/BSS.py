@@ -150,6 +150,7 @@ def build(ctx: MethodContext) -> BSSMethod:
 register(
     MethodSpec(
         name="bss",
+        batch_local=False,
         build=build,
         weights=Weights(gamma=1.0, alpha=0.0, beta=2.0),
         uses_features=False,

@@ -57,6 +57,7 @@ def build(ctx: MethodContext) -> CCMethod:
 register(
     MethodSpec(
         name="correlation",
+        batch_local=False,
         aliases=("cc",),
         build=build,
         weights=Weights(gamma=1.0, alpha=0.0, beta=0.02),

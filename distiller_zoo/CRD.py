@@ -48,6 +48,7 @@ def build(ctx: MethodContext) -> CRDMethod:
 register(
     MethodSpec(
         name="crd",
+        batch_local=False,
         build=build,
         # RepDistiller's script: -a 0 -b 0.8 for CRD; CRD+KD is -a 1 -b 0.8.
         weights=Weights(gamma=1.0, alpha=0.0, beta=0.8),

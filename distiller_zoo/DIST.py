@@ -93,6 +93,7 @@ def build(ctx: MethodContext) -> DISTMethod:
 register(
     MethodSpec(
         name="dist",
+        batch_local=False,
         build=build,
         # the official recipes: ori_loss_weight 1, kd_loss_weight 2 (CIFAR and ImageNet); no KD term
         weights=Weights(gamma=1.0, alpha=0.0, beta=2.0),

@@ -80,6 +80,7 @@ def add_args(group: argparse._ArgumentGroup) -> None:
 register(
     MethodSpec(
         name="ega",
+        batch_local=False,
         build=build,
         # No distillers script line; the loss's own node/edge weights (1, 0.3) with -b 1.
         weights=Weights(gamma=1.0, alpha=0.0, beta=1.0),

@@ -96,6 +96,7 @@ def build(ctx: MethodContext) -> HKDMethod:
 register(
     MethodSpec(
         name="hkd",
+        batch_local=False,
         build=build,
         # SemCKD's script, pass 2 (student from the PKT-trained auxiliary network): -r 1 -a 1 -b 1.
         weights=Weights(gamma=1.0, alpha=1.0, beta=1.0),

@@ -93,6 +93,7 @@ class ICDMethod(DistillMethod):
 register(
     MethodSpec(
         name="icd",
+        batch_local=False,
         aliases=("dcd",),
         build=lambda ctx: ICDMethod(opt_with_dims(ctx)),
         # The distillers script's (commented) lines: -a 0 -b 1 (DCD), -a 1 -b 1 (DCD+KD).

@@ -189,6 +189,7 @@ def add_args(group: argparse._ArgumentGroup) -> None:
 register(
     MethodSpec(
         name="irg",
+        batch_local=False,
         build=build,
         weights=Weights(gamma=1.0, alpha=0.0, beta=1.0),
         summary="instance relationship graph: vertices, edges, transformations (Liu et al. 2019)",

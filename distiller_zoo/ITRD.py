@@ -104,6 +104,7 @@ def add_args(group: argparse._ArgumentGroup) -> None:
 register(
     MethodSpec(
         name="itrd",
+        batch_local=False,
         build=build,
         # The official README: -r 1 -b 1 and no KD term.
         weights=Weights(gamma=1.0, alpha=0.0, beta=1.0),

@@ -202,6 +202,7 @@ def build(ctx: MethodContext) -> MLKDMethod:
 register(
     MethodSpec(
         name="mlkd",
+        batch_local=False,
         build=build,
         # DLKD's scripts/run_cifar_mlkd.sh, every pair: -r 1 -a 50 -b 1 -d 20 (ImageNet: -a 20 -b 0.5 -d 10)
         weights=Weights(gamma=1.0, alpha=50.0, beta=1.0),

@@ -161,6 +161,7 @@ def build(ctx: MethodContext) -> MLLD:
 register(
     MethodSpec(
         name="mlld",
+        batch_local=False,
         build=build,
         # the official CIFAR configs keep mdistiller's KD weights: CE 0.1, the rest 0.9 (ImageNet: 0.5 / 0.5)
         weights=Weights(gamma=0.1, alpha=0.0, beta=0.9),

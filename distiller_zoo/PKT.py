@@ -52,6 +52,7 @@ class PKTMethod(DistillMethod):
 register(
     MethodSpec(
         name="pkt",
+        batch_local=False,
         build=lambda ctx: PKTMethod(),
         weights=Weights(gamma=1.0, alpha=0.0, beta=30000.0),
         summary="probabilistic knowledge transfer on pooled features (Passalis & Tefas 2018)",

@@ -74,6 +74,7 @@ class RKDMethod(DistillMethod):
 register(
     MethodSpec(
         name="rkd",
+        batch_local=False,
         build=lambda ctx: RKDMethod(),
         weights=Weights(gamma=1.0, alpha=0.0, beta=1.0),
         summary="relational KD: distance and angle structure of pooled features (Park et al. 2019)",

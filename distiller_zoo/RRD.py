@@ -192,6 +192,7 @@ def uses_memory_bank(opt: argparse.Namespace) -> bool:
 register(
     MethodSpec(
         name="rrd",
+        batch_local=False,
         build=build,
         # The distillers README/script: -a 0 -b 1 (RRD), -a 1 -b 1 (RRD+KD).
         weights=Weights(gamma=1.0, alpha=0.0, beta=1.0),

@@ -40,6 +40,7 @@ def build(ctx: MethodContext) -> SummedGroupLoss:
 register(
     MethodSpec(
         name="similarity",
+        batch_local=False,
         aliases=("sp",),
         build=build,
         weights=Weights(gamma=1.0, alpha=0.0, beta=3000.0),

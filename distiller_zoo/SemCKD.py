@@ -165,6 +165,7 @@ def build(ctx: MethodContext) -> SemCKDMethod:
 register(
     MethodSpec(
         name="semckd",
+        batch_local=False,
         build=build,
         # SemCKD's script and README: -r 1 -a 1 -b 400 (CIFAR-100); -b 50 for ImageNet ResNet34 -> ResNet18.
         weights=Weights(gamma=1.0, alpha=1.0, beta=400.0),

@@ -118,6 +118,10 @@ def build(ctx: MethodContext) -> SimKDMethod:
     f_s, f_t = ctx.feat_s[-2], ctx.feat_t[-2]
     if f_s.dim() != 4 or f_t.dim() != 4:
         raise ValueError("SimKD needs a last feature map F[-2] (B, C, H, W) from both networks")
+    if ctx.feat_t[-1].shape[1] != f_t.shape[1]:  # a head between the last map and the pool (MobileNetV2, ShuffleV2)
+        raise ValueError(f"SimKD feeds the teacher's classifier a map shaped as the teacher's last one (F[-2], "
+                         f"{f_t.shape[1]} channels), but this teacher's classifier reads {ctx.feat_t[-1].shape[1]} "
+                         "features: choose a teacher whose classifier follows its last map (ResNets, WRNs, VGGs)")
     factor = int(ctx.opt.factor)
     if not 1 <= factor <= f_t.shape[1]:
         raise ValueError(f"--factor must be between 1 and the teacher's {f_t.shape[1]} channels, got {factor}")

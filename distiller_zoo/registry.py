@@ -242,6 +242,11 @@ class MethodSpec:
     #: False: the method back-propagates through gradients (double backward: Sobolev's input Jacobians, LwM's
     #: Grad-CAMs), which torch.compile does not support, so ``--compile auto`` runs it eagerly and ``on`` refuses
     compilable: bool = True
+    #: False: the loss couples the samples of a batch (relations between samples, batch statistics, a memory
+    #: or queue of other samples, a choice among the batch's samples), so under torchrun the average of the
+    #: ranks' gradients is not the gradient on the global batch; True (a mean of per-sample terms) is checked
+    #: against one process on the doubled batch by tests/test_conformance.py
+    batch_local: bool = True
     #: adds the method's own flags to its argument group of train_student.py
     add_args: Callable[[argparse._ArgumentGroup], None] | None = None
     #: text the run folder name gains after the weights, so that variants of one method chosen by its

@@ -7,12 +7,22 @@ import copy
 import json
 import math
 import re
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from distiller_zoo.registry import DistillBatch, DistillMethod, MethodContext, add_method_args, get_method
+from distiller_zoo.registry import (
+    DistillBatch,
+    DistillMethod,
+    MethodContext,
+    MethodSpec,
+    Weights,
+    add_method_args,
+    get_method,
+)
 
 # RepDistiller's defaults for the options methods read at build time.
 DEFAULT_OPT = {"hint_layer": 2, "feat_dim": 128, "kd_T": 4.0, "nce_k": 16, "nce_t": 0.07, "nce_m": 0.5,
@@ -96,6 +106,80 @@ def check_one_step(name: str, student_arch: str = "resnet8", teacher_arch: str =
     for key, value in teacher.state_dict().items():
         assert torch.equal(value, teacher_state[key]), key
     return loss.item()
+
+
+@dataclass
+class Step:
+    """One training step through the trainer's objective, before its backward."""
+
+    terms: dict[str, torch.Tensor]
+    total: torch.Tensor
+
+    def own_terms(self) -> torch.Tensor:
+        """The method's own terms: every one but the objective's cross-entropy and KD."""
+        return sum((v for k, v in self.terms.items() if k not in ("cls", "div")), torch.zeros(()))
+
+
+# Every term weighted 1, at the middle of a 100-epoch run (past any warm-up, before any decay ends).
+ALL_TERMS = Weights(1.0, 1.0, 1.0)
+MID_RUN = (50, 100)
+
+
+@dataclass
+class Setup:
+    """A method built between two fresh networks as the trainer builds it, and the trainer's objective.
+
+    The teacher runs with autograd ON and its parameters trainable until the caller freezes it, so a
+    method that let gradient into it would show it."""
+
+    spec: MethodSpec
+    opt: argparse.Namespace
+    student: nn.Module
+    teacher: nn.Module
+    method: DistillMethod
+    objective: object
+    size: int
+
+    def batch(self, batch: int, seed: int = 0, part: slice = slice(None)) -> list[torch.Tensor]:
+        """A seeded batch as the loader gives it (with indices and contrast indices when the method asks),
+        or ``part`` of it (one rank's share)."""
+        g = torch.Generator().manual_seed(seed)
+        fields = [torch.randn(batch, 3, self.size, self.size, generator=g), torch.arange(batch) % 10]
+        if self.spec.wants_contrast(self.opt):
+            negatives = torch.randint(0, 64, (batch, self.opt.nce_k), generator=g)
+            fields += [torch.arange(batch), torch.cat([torch.arange(batch)[:, None], negatives], 1)]
+        fields = [f[part] for f in fields]
+        fields[0] = fields[0].contiguous(memory_format=torch.channels_last)
+        return fields
+
+    def step(self, batch: int = 8, seed: int = 0, part: slice = slice(None)) -> Step:
+        """The objective (every term weighted 1, mid-run) on a seeded batch of ``batch`` samples or ``part``."""
+        result = self.objective(self.batch(batch, seed, part))
+        assert result is not None, f"{self.spec.name} skipped a full batch"
+        return Step(result[1], result[2])
+
+
+def setup_method(name: str, student_arch: str = "resnet8", teacher_arch: str = "resnet20", size: int = 16,
+                 train: bool = True, wrap=None, method_seed: int | None = None, **opt) -> Setup:
+    """Build ``name`` for ``--batch_size`` 8 (or ``batch_size``); ``wrap`` wraps the student as the trainer does
+    under torchrun, ``method_seed`` seeds the method's own initialisation apart from the networks'."""
+    from helper.objectives import DistillObjective
+    from helper.peer import TrainedPeer
+
+    spec = get_method(name)
+    student, teacher = nets(student_arch, teacher_arch)
+    opt = {"batch_size": 8, "nce_k": 16, "epochs": MID_RUN[1], "model_s": student_arch, "model_t": teacher_arch,
+           "gamma": 1.0, "alpha": 1.0, "beta": 1.0, **opt}
+    if method_seed is not None:
+        torch.manual_seed(method_seed)
+    method = build_method(name, student, teacher, size=size, **opt)
+    trained = wrap(student) if wrap is not None else student
+    objective = DistillObjective(trained, TrainedPeer(teacher), method, spec, ALL_TERMS, 4.0, nullcontext)
+    objective.set_epoch(*MID_RUN)
+    for module in (student, method):
+        module.train(train)
+    teacher.train(train and spec.trains_peer)
+    return Setup(spec, make_opt(**opt), student, teacher, method, objective, size)
 
 
 def check_e2e(run_student, tmp_path: Path, name: str, *args: str) -> list[dict]:

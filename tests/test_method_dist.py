@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from method_checks import build_method, check_e2e, check_one_step, nets
+from method_checks import build_method, check_e2e, nets
 
 import train_student
 from distiller_zoo.DIST import DIST, pearson_correlation
@@ -80,8 +80,7 @@ def test_defaults_and_flags():
         build_method("dist", student, teacher, dist_tau=0.0)
 
 
-def test_gradients_reach_student_not_teacher():
-    check_one_step("dist")
+def test_nothing_to_train():  # the one step every method takes: tests/test_conformance.py
     assert not list(build_method("dist", *nets()).parameters())
 
 

@@ -8,7 +8,7 @@ from contextlib import nullcontext
 
 import pytest
 import torch
-from method_checks import build_method, check_e2e, check_one_step, nets
+from method_checks import build_method, check_e2e, nets
 
 import train_student
 from distiller_zoo.DKD import DKD, DKD_CONFIGS, DKDConfig, dkd_config, dkd_loss
@@ -138,8 +138,7 @@ def test_objective_total_is_mdistillers_loss():
     assert torch.allclose(total, expected, rtol=1e-6)
 
 
-def test_gradients_reach_student_not_teacher():
-    check_one_step("dkd")
+def test_nothing_to_train():  # the one step every method takes: tests/test_conformance.py
     assert not list(build_method("dkd", *nets()).parameters())
 
 

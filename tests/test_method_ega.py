@@ -69,7 +69,6 @@ def test_unequal_sizes_are_a_one_line_error_unless_projected():
 
 
 def test_gradients_reach_student_and_projection_not_teacher():
-    check_one_step("ega")
     check_one_step("ega", student_arch="resnet8x4", teacher_arch="resnet20", ega_proj=True)
     assert not list(build_method("ega", *nets()).parameters())  # no modules without --ega_proj
 

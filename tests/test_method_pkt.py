@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import torch
-from method_checks import check_e2e, check_one_step
+from method_checks import check_e2e
 
 from distiller_zoo.PKT import PKT
 from distiller_zoo.registry import get_method
@@ -40,10 +40,6 @@ def test_identical_and_zero_features():
     f_s = f.clone()
     f_s[2] = 0.0  # a dead feature vector normalises to 0, not NaN
     assert torch.isfinite(PKT()(f_s, f))
-
-
-def test_gradients_reach_student_not_teacher():
-    check_one_step("pkt")
 
 
 def test_spec_defaults():

@@ -160,9 +160,9 @@ def test_gradients_reach_student_and_projector_not_teacher():
 
 
 def test_teacher_classifier_is_a_frozen_copy():
-    s, t = nets("resnet8", "MobileNetV2")
+    s, t = nets("resnet8", "vgg8")  # a classifier not called fc
     method = build_method("simkd", s, t, size=32)
-    assert method.cls_t is not t.classifier[0] and torch.equal(method.cls_t.weight, t.classifier[0].weight)
+    assert method.cls_t is not t.classifier and torch.equal(method.cls_t.weight, t.classifier.weight)
     assert {id(p) for p in method.main_parameters()} == {id(p) for p in method.simkd.parameters()}
 
 
@@ -176,6 +176,13 @@ def test_spec_defaults_and_factor_flag():
     s, t = nets()
     with pytest.raises(ValueError, match="--factor"):
         build_method("simkd", s, t, factor=0)
+
+
+@pytest.mark.parametrize("teacher", ["MobileNetV2", "ShuffleV2"])
+def test_a_teacher_with_a_head_after_its_last_map_is_refused_in_one_line(teacher):
+    # their classifiers read the 1x1 head conv's 1280 / 1024 features, not the last map's channels
+    with pytest.raises(ValueError, match="classifier reads (1280|1024) features"):
+        build_method("simkd", *nets("resnet8", teacher), size=32)
 
 
 def test_end_to_end_saved_student_evaluates_alone(run_student, tmp_path, teacher_ckpt, capsys):

@@ -57,8 +57,9 @@ def _reference(tmp_path, teacher, args):
     return _final_weights(ref)
 
 
-def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, teacher_ckpt):
-    args = ["--epochs", "6", "--distill", "kd"]
+def sigkill_then_resume_is_bit_identical(tmp_path, teacher_ckpt, args: list[str]) -> list[tuple[str, int]]:
+    """Kill a run (SIGSTOP, then SIGKILL) once it has written a checkpoint, resume it with --resume auto:
+    its final weights equal an uninterrupted run's. Returns the resumed run's (stage, epoch) rows."""
     expected = _reference(tmp_path, teacher_ckpt, args)
     work = tmp_path / "killed"
     work.mkdir()
@@ -72,7 +73,12 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, teacher_ckpt):
     torch.load(ckpt, weights_only=True)  # the last good checkpoint is readable
     run_cli("train_student.py", [*STUDENT, "--path_t", str(teacher_ckpt), *args, "--resume", "auto"], work)
     _assert_identical(_final_weights(work), expected)
-    assert _metric_epochs(work) == [("main", e) for e in range(1, 7)]
+    return _metric_epochs(work)
+
+
+def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, teacher_ckpt):
+    epochs = sigkill_then_resume_is_bit_identical(tmp_path, teacher_ckpt, ["--epochs", "6", "--distill", "kd"])
+    assert epochs == [("main", e) for e in range(1, 7)]
 
 
 def test_kill_and_resume_with_workers_is_bit_identical(tmp_path, teacher_ckpt):
