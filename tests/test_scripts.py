@@ -65,13 +65,6 @@ def test_fetch_fails_fast_with_one_line_per_file_when_offline(tmp_path):
     assert not [p for p in tmp_path.rglob("*") if p.is_file() or p.name.endswith("_vanilla")]  # nothing left
 
 
-def test_fetch_defaults_to_repdistillers_urls():
-    text = (SCRIPTS / "fetch_pretrained_teachers.sh").read_text()
-    assert "BASE_URL=${TEACHER_URL:-http://shape2prog.csail.mit.edu/repo}" in text
-    assert '"$BASE_URL/$1_vanilla/ckpt_epoch_240.pth"' in text
-    assert f'PUBLISHED="{" ".join(PUBLISHED)}"' in text
-
-
 def test_fetch_skips_and_checks_a_file_already_present(tmp_path):
     path = write_teacher(tmp_path, "resnet56", num_classes=100)
     before = (path.read_bytes(), path.stat().st_mtime_ns)
