@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, write_teacher
+from conftest import ROOT, after_prereq_check, write_teacher
 
 from distiller_zoo import get_method
 
@@ -41,7 +41,8 @@ def fake_python_calls(tmp_path: Path, script: str, *args: str) -> list[list[str]
     (bin_dir / "python").chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CALLS_LOG": str(log)}
     subprocess.run(["bash", str(SCRIPTS / script), *args], env=env, check=True, timeout=60, cwd=tmp_path)
-    return [line.split() for line in log.read_text().splitlines()]
+    calls = [line.split() for line in log.read_text().splitlines()]
+    return [call[1:] for call in after_prereq_check([["python", *call] for call in calls])]
 
 
 def flag(call: list[str], name: str) -> str:
