@@ -105,10 +105,9 @@ def test_rd_404_then_the_tar_extracts_only_the_asked_teachers_once(tmp_path, ser
         f"(cifar_teachers/{name}_vanilla/ckpt_epoch_240.pth, mdistiller's release {env['TEACHER_TAR_URL']}), "
         f"loads into {name}" for name in ASKED]
     assert files_under(work) == [tar] + [f"save/models/{name}_vanilla/ckpt_epoch_240.pth" for name in ASKED]
-    for name in ASKED:  # the very files, which load strictly (the script checked; so does this)
+    for name in ASKED:  # the very files (each made by write_teacher, which loads strictly: the script checked)
         path = work / f"save/models/{name}_vanilla/ckpt_epoch_240.pth"
         assert path.read_bytes() == checkpoints[name].read_bytes()
-        assert subprocess.run([sys.executable, str(ROOT / "scripts/check_teacher.py"), str(path), name]).returncode == 0
     # RD's URL first for each teacher, the tar once for both
     assert server.requests == [f"/rd/{ASKED[0]}_vanilla/ckpt_epoch_240.pth", "/cifar_teachers.tar",
                                f"/rd/{ASKED[1]}_vanilla/ckpt_epoch_240.pth"]
