@@ -6,6 +6,7 @@ import os
 
 from torchvision import datasets
 
+from . import tinyimagenet
 from .cifar10 import cifar_unavailable
 
 CIFAR = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}
@@ -17,6 +18,11 @@ def data_unavailable(name: str, folder: str) -> str | None:
     in one line. CIFAR may be missing where it can be downloaded; folder data sets must be in place."""
     if name in CIFAR:
         return cifar_unavailable(CIFAR[name], folder)
+    if name == "tinyimagenet":
+        root = tinyimagenet.dataset_root(folder)
+        if not os.path.isdir(os.path.join(root, "train")):
+            return f"tinyimagenet: no train/ folder in {os.path.abspath(root)}; {tinyimagenet.where(folder)}"
+        return None
     if name in IMAGE_FOLDERS:
         missing = [split for split in ("train", "val") if not os.path.isdir(os.path.join(folder, split))]
         if missing:

@@ -19,7 +19,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLISHED = re.compile(r"(?:^|/)save/models/(\w+)_vanilla/ckpt_epoch_240\.pth$")  # fetch_pretrained_teachers.sh's
+# Where fetch_pretrained_teachers.sh puts each name it fetches
+PUBLISHED = re.compile(r"(?:^|/)save/models/(\w+)_vanilla/ckpt_epoch_240\.pth$")
+TINYIMAGENET = re.compile(r"(?:^|/)save/models/ResNet18_cifar_tinyimagenet_vanilla/ti_res18$")
 
 
 def teacher_missing(path: str) -> str | None:
@@ -27,8 +29,8 @@ def teacher_missing(path: str) -> str | None:
     if os.path.isfile(path):
         return None
     published = PUBLISHED.search(path)
-    how = (f"fetch it: sh scripts/fetch_pretrained_teachers.sh {published.group(1)}" if published
-           else "train it or copy it there")
+    name = published.group(1) if published else "tinyimagenet" if TINYIMAGENET.search(path) else None
+    how = f"fetch it: sh scripts/fetch_pretrained_teachers.sh {name}" if name else "train it or copy it there"
     return f"teacher {path} is missing ({how})"
 
 

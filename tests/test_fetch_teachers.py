@@ -163,9 +163,29 @@ def test_offline_is_one_line_per_teacher_naming_both_sources(tmp_path, how):
 def test_default_sources_are_repdistiller_then_mdistillers_release():
     text = SCRIPT.read_text()
     assert "RD_URL=http://shape2prog.csail.mit.edu/repo\n" in text
-    assert ("MDISTILLER_TAR=https://github.com/megvii-research/mdistiller/releases/download/checkpoints/"
-            "cifar_teachers.tar\n") in text
-    assert 'member="cifar_teachers/$1_vanilla/ckpt_epoch_240.pth"' in text
+    assert "MDISTILLER=https://github.com/megvii-research/mdistiller/releases/download/checkpoints\n" in text
+    assert "MDISTILLER_TAR=$MDISTILLER/cifar_teachers.tar\n" in text
+    assert 'MEMBER="cifar_teachers/$1_vanilla/ckpt_epoch_240.pth"' in text
+
+
+def test_tinyimagenet_is_mdistillers_resnet18_out_of_its_own_tar(tmp_path, served):
+    """mdistiller's Tiny-ImageNet teacher: its ResNet18 (our ResNet18_cifar, 200 classes), saved where
+    scripts/run_tinyimagenet_distill.sh reads it; no RepDistiller URL is tried for it."""
+    server, www = served
+    made = write_teacher(tmp_path / "made", "ResNet18_cifar", num_classes=200)
+    with tarfile.open(www / "tiny_imagenet_teachers.tar", "w") as tar:
+        tar.add(made, arcname="tiny_imagenet_teachers/ResNet18_vanilla/ti_res18")
+    work = tmp_path / "work"
+    work.mkdir()
+    url = f"{server.url}/tiny_imagenet_teachers.tar"
+    proc = fetch(work, "sh", "tinyimagenet", TEACHER_URL=f"{server.url}/rd", TINYIMAGENET_TAR_URL=url)
+    assert proc.returncode == 0, proc.stderr
+    dest = "save/models/ResNet18_cifar_tinyimagenet_vanilla/ti_res18"
+    assert proc.stdout == (f"tinyimagenet: saved {dest} from save/downloads/tiny_imagenet_teachers.tar "
+                           f"(tiny_imagenet_teachers/ResNet18_vanilla/ti_res18, mdistiller's release {url}), "
+                           "loads into ResNet18_cifar\n")
+    assert (work / dest).read_bytes() == made.read_bytes() and server.requests == ["/tiny_imagenet_teachers.tar"]
+    assert f"T=${{TEACHER:-./{dest}}}" in (ROOT / "scripts/run_tinyimagenet_distill.sh").read_text()
 
 
 def standin_python(path: Path, body: str) -> None:

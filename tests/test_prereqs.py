@@ -35,9 +35,11 @@ def test_every_missing_item_is_one_line(tmp_path, monkeypatch, capsys, offline):
     monkeypatch.chdir(tmp_path)
     write_teacher(tmp_path, "resnet56", num_classes=100)
     argv = ["--prog", "run_x.sh", "--dataset", "cifar100", "--teacher", RD_TEACHER.format("resnet32x4"),
-            "--teacher", RD_TEACHER.format("resnet56"), "--teacher", "mine/t.pth", "--", "--epochs", "2"]
+            "--teacher", RD_TEACHER.format("resnet56"), "--teacher", "mine/t.pth", "--teacher",
+            "save/models/ResNet18_cifar_tinyimagenet_vanilla/ti_res18", "--", "--epochs", "2"]
     assert check_prereqs.main(argv) == 2
-    data, rd, mine = lines(capsys)
+    data, rd, mine, tiny = lines(capsys)
+    assert tiny.endswith("ti_res18 is missing (fetch it: sh scripts/fetch_pretrained_teachers.sh tinyimagenet)")
     assert data.startswith(f"run_x.sh: missing: CIFAR100 is not in {tmp_path}/data and cannot be downloaded (")
     assert rd == ("run_x.sh: missing: teacher ./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth is missing "
                   "(fetch it: sh scripts/fetch_pretrained_teachers.sh resnet32x4)")
@@ -55,6 +57,9 @@ def test_the_runs_own_arguments_name_the_data_and_teacher(tmp_path, monkeypatch,
     assert lines(capsys) == ["p: missing: teacher t2.pth is missing (train it or copy it there)"]
     assert check_prereqs.main(["--prog", "p", "--dataset", "cifar10 cifar100", "--", "--data_root", "elsewhere"]) == 2
     assert [line.split(" is not in ")[0] for line in lines(capsys)] == ["p: missing: CIFAR10", "p: missing: CIFAR100"]
+    assert check_prereqs.main(["--prog", "p", "--dataset", "tinyimagenet"]) == 2
+    [line] = lines(capsys)
+    assert line.startswith(f"p: missing: tinyimagenet: no train/ folder in {tmp_path}/data; run `sh scripts/get_")
     assert check_prereqs.main(["--prog", "p", "--", "--dataset", "imagenet", "--data_folder", "none"]) == 2
     assert lines(capsys) == [f"p: missing: imagenet: no train or val folder in {tmp_path}/none "
                              "(expected {train,val}/<class>/<image>)"]
@@ -81,6 +86,8 @@ CHECKS = {
     "run_cifar_vanilla.sh": ["--dataset", "cifar100"],
     "run_cifar_wrn.sh": ["--dataset", "cifar100", "--teacher", RD_TEACHER.format("wrn_40_2")],
     "run_cifar_zoo.sh": ["--dataset", "cifar10 cifar100"],
+    "run_tinyimagenet_distill.sh": ["--dataset", "tinyimagenet", "--teacher",
+                                    "./save/models/ResNet18_cifar_tinyimagenet_vanilla/ti_res18"],
     "run_datafree.sh": ["--dataset", "cifar100", "--teacher", "checkpoints/pretrained/cifar100_resnet34.pth",
                         "--teacher", "checkpoints/pretrained/cifar100_vgg11.pth", "--teacher",
                         RD_TEACHER.format("wrn_40_2")],

@@ -226,7 +226,8 @@ def test_fetch_offline_prints_one_line_per_file_and_fails(tree, how, downloader)
     proc, _ = run(how, tree, "scripts/fetch_pretrained_teachers.sh", "resnet8", "vgg13", path=path, TEACHER_URL=url)
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [
-        "fetch_pretrained_teachers.sh: resnet8: not a published teacher; choose from: " + " ".join(PUBLISHED),
+        "fetch_pretrained_teachers.sh: resnet8: not a published teacher; choose from: " + " ".join(PUBLISHED)
+        + " (CIFAR-100), tinyimagenet",
         f"fetch_pretrained_teachers.sh: vgg13: download of {url}/vgg13_vanilla/ckpt_epoch_240.pth failed ({why})"]
 
 
