@@ -41,7 +41,7 @@ from helper.launcher import launch, take_process_share
 from helper.naming import arch_from_path, student_run_name
 from helper.objectives import DistillObjective, InitObjective
 from helper.peer import TrainedPeer
-from helper.pretrained import torchvision_state_dict
+from helper.pretrained import hub_file, torchvision_state_dict
 from helper.runconfig import save_run_config
 from helper.setup import Runtime, build_train_loader, build_val_loader, place_model, setup_runtime, wrap_ddp
 from helper.teacher import FrozenTeacher, freeze_teacher
@@ -125,6 +125,13 @@ def load_teacher(opt: argparse.Namespace, num_classes: int, fallback: str | None
         raise UserError(f"{source} holds {fit} weights, which do not fit --model_t {opt.model_t}: "
                         f"pass --model_t {fit}") from None
     return teacher
+
+
+def teacher_file(opt: argparse.Namespace) -> str | Path | None:
+    """The file the teacher's weights came from (torchvision's: its hub cache file); None for a fresh peer."""
+    if opt.teacher_weights == "torchvision":
+        return hub_file(opt.model_t)
+    return opt.path_t
 
 
 def build_method(spec: MethodSpec, student, teacher, opt: argparse.Namespace, bundle):
@@ -238,7 +245,7 @@ def main(argv: list[str] | None = None, teacher_fallback: str | None = None) -> 
         teacher_acc = validate(teacher, val_loader, rt.device, rt.channels_last, rt.autocast, rt.info)["test_acc"]
         print(f"teacher accuracy: {teacher_acc:.2f}")
     save_run_config(share.recorded(opt), rt, out.folder, resumed=resume is not None,
-                    teacher={"arch": opt.model_t, "test_acc": teacher_acc})
+                    teacher={"arch": opt.model_t, "test_acc": teacher_acc}, teacher_file=teacher_file(opt))
 
     train_student = wrap_ddp(student, rt, opt.sync_bn)
     stages = make_stages(opt, spec, student, train_student, teacher, method, rt)

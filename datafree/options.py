@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--multiprocessing_distributed", action="store_true", help="not supported (one process)")
 
     o = parser.add_argument_group("this project's flags")
-    o.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    o.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps")
     o.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                    help="KD passes; synthesis runs in bf16 when this is bf16, else fp32 (as the reference)")
     o.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True)

@@ -427,6 +427,6 @@ def main(argv: list[str] | None = None) -> None:
             teacher_acc = validate(run.teacher, run.val_loader, rt.device, rt.channels_last, rt.autocast,
                                    rt.info)["test_acc"]
             print(f"teacher accuracy: {teacher_acc:.2f}")
-        save_run_config(opt, rt, out.folder, resumed=resume is not None, teacher={"arch": opt.teacher,
-                                                                                   "test_acc": teacher_acc})
+        save_run_config(opt, rt, out.folder, resumed=resume is not None,
+                        teacher={"arch": opt.teacher, "test_acc": teacher_acc}, teacher_file=opt.teacher_ckpt)
         run.fit(resume)

@@ -31,24 +31,45 @@ def _where(cls: type[datasets.CIFAR10], root: str) -> str:
             f"in {os.path.abspath(root)}")
 
 
-def _download(cls: type[datasets.CIFAR10], root: str) -> None:
-    """Fetch and unpack the archive; a short probe first, so that no network fails in seconds."""
+def _probe(cls: type[datasets.CIFAR10], root: str) -> None:
+    """Raise OSError unless the archive is on disk or its server answers: no network fails in seconds."""
+    if tv_utils.check_integrity(os.path.join(root, cls.filename), cls.tgz_md5):
+        return
     try:
-        if not tv_utils.check_integrity(os.path.join(root, cls.filename), cls.tgz_md5):  # else: no network needed
-            try:
-                urllib.request.urlopen(urllib.request.Request(cls.url, method="HEAD"), timeout=PROBE_TIMEOUT_S).close()
-            except urllib.error.HTTPError:
-                pass  # the server answered: the download itself will tell
+        urllib.request.urlopen(urllib.request.Request(cls.url, method="HEAD"), timeout=PROBE_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        pass  # the server answered: the download itself will tell
+
+
+def _download(cls: type[datasets.CIFAR10], root: str) -> None:
+    """Fetch and unpack the archive, after the short probe."""
+    try:
+        _probe(cls, root)
         tv_utils.download_and_extract_archive(cls.url, root, filename=cls.filename, md5=cls.tgz_md5)
     except (OSError, RuntimeError) as err:  # URLError, timeouts and md5 mismatch
         raise DatasetUnavailable(f"{cls.__name__} download failed ({err}); {_where(cls, root)}") from err
 
 
+def _present(cls: type[datasets.CIFAR10], root: str) -> bool:
+    folder = os.path.join(root, cls.base_folder)
+    return all(os.path.isfile(os.path.join(folder, name)) for name in _expected_files(cls))
+
+
+def cifar_unavailable(cls: type[datasets.CIFAR10], root: str) -> str | None:
+    """None when the split's files are in ``root`` or can be downloaded now; else why not, in one line."""
+    if _present(cls, root):
+        return None
+    try:
+        _probe(cls, root)
+    except OSError as err:
+        return f"{cls.__name__} is not in {os.path.abspath(root)} and cannot be downloaded ({err}); {_where(cls, root)}"
+    return None
+
+
 def open_cifar(cls: type[datasets.CIFAR10], root: str, train: bool = True, transform: Callable | None = None,
                target_transform: Callable | None = None, download: bool = True) -> datasets.CIFAR10:
     """torchvision's CIFAR split from ``root``, downloaded first when its files are missing."""
-    folder = os.path.join(root, cls.base_folder)
-    present = all(os.path.isfile(os.path.join(folder, name)) for name in _expected_files(cls))
+    present = _present(cls, root)
     if download and not present:
         _download(cls, root)
     try:

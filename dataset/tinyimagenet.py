@@ -72,7 +72,7 @@ def _unarranged_val(root: str, train: datasets.ImageFolder) -> AnnotatedImages:
     return AnnotatedImages(samples, train.classes)
 
 
-def _where(data_folder: str) -> str:
+def where(data_folder: str) -> str:
     return (f"run `sh scripts/get_tinyimagenet.sh {data_folder}` (it downloads tiny-imagenet-200.zip from "
             f"http://cs231n.stanford.edu/) or unzip tiny-imagenet-200.zip into {os.path.abspath(data_folder)}/")
 
@@ -93,12 +93,12 @@ def build_tinyimagenet(opt: argparse.Namespace) -> DataBundle:
         os.path.join(root, "val", "images"))
     if not os.path.isdir(os.path.join(root, "train")):
         raise DatasetUnavailable(f"tinyimagenet: no train/ folder in {os.path.abspath(root)}; "
-                                 + _where(opt.data_folder))
+                                 + where(opt.data_folder))
     if unarranged:
         try:
             train = datasets.ImageFolder(os.path.join(root, "train"))
         except FileNotFoundError as err:  # no class folders, or no images in them
-            raise DatasetUnavailable(f"tinyimagenet: {err}; {_where(opt.data_folder)}") from err
+            raise DatasetUnavailable(f"tinyimagenet: {err}; {where(opt.data_folder)}") from err
         val = _unarranged_val(root, train)
     else:
         train, val = open_image_folders("tinyimagenet", root)

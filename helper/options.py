@@ -152,7 +152,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> None:
     add_data_args(parser)
 
     s = parser.add_argument_group("speed")
-    s.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    s.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps")
     s.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
                    help="auto: bf16 autocast where the hardware runs it fast, else fp32")
     s.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True,

@@ -45,7 +45,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     add_data_args(parser)
     parser.set_defaults(num_workers=2)
     g = parser.add_argument_group("running the networks")
-    g.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    g.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps")
     g.add_argument("--batch_size", type=int, default=256, help="test images per forward pass")
     g.add_argument("--max_images", type=int, default=0,
                    help="use this many test images (a seeded random subset); 0: all of them")

@@ -11,14 +11,22 @@ from helper.errors import UserError
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def mps_available() -> bool:
+    """Apple's Metal GPU (the ``mps`` backend of torch on Apple silicon)."""
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks the GPU when there is one; an unavailable GPU is a clear error."""
+    """``auto`` picks the CUDA GPU, else Apple's ``mps``, else the CPU; an unavailable GPU is a clear error."""
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        name = "cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise UserError(f"--device '{name}' is not a device (use auto, cpu, cuda or cuda:N)") from exc
+        raise UserError(f"--device '{name}' is not a device (use auto, cpu, cuda, cuda:N or mps)") from exc
+    if device.type == "mps" and not mps_available():
+        raise UserError(f"--device {name}: Apple's Metal (mps) backend is not available here (use --device cpu)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name}: no CUDA GPU is available here (use --device cpu)")
     if device.type == "cuda" and device.index is None:
@@ -49,7 +57,8 @@ def cuda_precision(capability: tuple[int, int]) -> str:
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:
-    """The precision a run uses: ``auto`` becomes bf16 where it is fast, fp32 elsewhere."""
+    """The precision a run uses: ``auto`` becomes bf16 where it is fast, fp32 elsewhere (``mps`` included:
+    nothing measured here says its autocast pays, and fp32 is what every reference trained in)."""
     if requested != "auto":
         return requested
     if device.type == "cuda":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import platform
 import shlex
@@ -59,12 +60,25 @@ def run_config(opt: argparse.Namespace, *, device: str, precision: str, world_si
     }
 
 
+def file_sha256(path: str | Path) -> str:
+    """The file's SHA-256: which teacher a run learnt from, whatever its file is called or wherever it moved."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save_run_config(opt: argparse.Namespace, rt: Runtime, folder: Path, resumed: bool,
-                    teacher: dict[str, Any] | None = None) -> None:
-    """Rank 0 writes it when a run starts; a resumed run keeps the record of its start (older folders gain one)."""
+                    teacher: dict[str, Any] | None = None, teacher_file: str | Path | None = None) -> None:
+    """Rank 0 writes it when a run starts; a resumed run keeps the record of its start (older folders gain one).
+    ``teacher_file`` (the weights the teacher was loaded from) is recorded with its SHA-256, hashed here, once
+    per run, by the one process that writes the record."""
     path = Path(folder) / CONFIG_FILE
     if not rt.info.is_main or (resumed and path.exists()):
         return
+    if teacher is not None and teacher_file is not None:
+        teacher = {**teacher, "file": str(teacher_file), "sha256": file_sha256(teacher_file)}
     record = run_config(opt, device=str(rt.device), precision=rt.precision, world_size=rt.info.world_size,
                         teacher=teacher)
     atomic_text(path, json.dumps(record, indent=1, default=str) + "\n")

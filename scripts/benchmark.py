@@ -337,7 +337,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps before them (compiling included)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     parser.add_argument("--pairs", default=",".join(PAIRS), help=f"comma-separated method:teacher:student, "
                         f"default {','.join(PAIRS)}")
     parser.add_argument("--configs", default="fast,reference", help=f"comma-separated, of: {', '.join(CONFIGS)}")

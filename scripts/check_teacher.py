@@ -1,9 +1,11 @@
 """Check that a teacher checkpoint loads strictly into its architecture, the way train_student.py loads it.
 
     python scripts/check_teacher.py save/models/resnet56_vanilla/ckpt_epoch_240.pth resnet56
+    python scripts/check_teacher.py --ready
 
-Used by fetch_pretrained_teachers.sh after every download. Exit 0 when every key and shape fits;
-otherwise one line on stderr saying what does not, and exit 1.
+Used by fetch_pretrained_teachers.sh on every file it keeps. Exit 0 when every key and shape fits; 1 with
+one line on stderr saying what does not; 3 when this interpreter cannot run the check at all (no torch,
+say): that says nothing about the file, which the fetcher then leaves alone. ``--ready`` only tests that.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CANNOT_RUN = 3
 
 
 def check_teacher(path: str, arch: str, num_classes: int) -> None:
@@ -26,12 +29,23 @@ def check_teacher(path: str, arch: str, num_classes: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("path", help="checkpoint file (RepDistiller format: {'model': state_dict, ...})")
-    parser.add_argument("arch", help="architecture name, as --model_t / models.model_dict")
+    parser.add_argument("path", nargs="?", help="checkpoint file (RepDistiller format: {'model': state_dict, ...})")
+    parser.add_argument("arch", nargs="?", help="architecture name, as --model_t / models.model_dict")
     parser.add_argument("--num_classes", type=int, default=100, help="classes in the checkpoint")
+    parser.add_argument("--ready", action="store_true", help="only check that this python can run the check")
     args = parser.parse_args(argv)
+    if not args.ready and args.arch is None:
+        parser.error("give a checkpoint file and its architecture, or --ready")
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
+    try:
+        import helper.checkpoint  # noqa: F401 - what the check needs: torch and the project
+        import models  # noqa: F401
+    except ImportError as exc:
+        print(f"check_teacher: {sys.executable} cannot run the check ({exc})", file=sys.stderr)
+        return CANNOT_RUN
+    if args.ready:
+        return 0
     try:
         check_teacher(args.path, args.arch, args.num_classes)
     except Exception as exc:  # any failure is reported the same way: one line, exit 1

@@ -36,7 +36,7 @@ def parse_option(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=64, help="evaluated at half of it, as training evaluates")
     add_data_args(parser)
     s = parser.add_argument_group("speed")
-    s.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    s.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps")
     s.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
     s.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True)
     s.add_argument("--loader", default="auto", choices=["auto", "memory", "torchvision"])

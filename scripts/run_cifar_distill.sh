@@ -10,6 +10,9 @@
 # -r 1 is RD's default (its argparse), spelled out here because ours defaults to each method's own weights.
 set -eu
 cd "$(dirname "$0")/.."
+# Prerequisites (python, data, teachers), checked before the first run: one line per missing item, exit 2.
+python scripts/check_prereqs.py --prog run_cifar_distill.sh --dataset cifar100 \
+    --teacher ./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth -- "$@" || exit 2
 
 # KD
 python train_student.py --path_t ./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth --distill kd --model_s resnet8x4 -r 0.1 -a 0.9 -b 0 --trial 1 "$@"

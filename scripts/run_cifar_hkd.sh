@@ -24,6 +24,9 @@ TRIAL=${TRIAL:-1}
 TEACHER=./save/models/resnet32x4_vanilla/ckpt_epoch_240.pth
 AUXILIARY=./save/student_model/S:resnet8x4_double_T:resnet32x4_cifar100_pkt_r:1.0_a:1.0_b:30000.0_$TRIAL/resnet8x4_double_best.pth
 
+# Prerequisites (python, data, teachers), checked before the first run: one line per missing item, exit 2.
+python scripts/check_prereqs.py --prog run_cifar_hkd.sh --dataset cifar100 --teacher "$TEACHER" -- "$@" || exit 2
+
 # pass 1: PKT, teacher -> auxiliary network
 python train_student.py --path_t "$TEACHER" --distill pkt --model_s resnet8x4_double -r 1 -a 1 -b 30000 --trial "$TRIAL" "$@"
 # pass 2: HKD, auxiliary network -> student

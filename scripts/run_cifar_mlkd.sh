@@ -19,6 +19,10 @@ teacher() {
     fi
 }
 
+# Prerequisites (python, data, teachers), checked before the first run: one line per missing item, exit 2.
+python scripts/check_prereqs.py --prog run_cifar_mlkd.sh --dataset cifar100 --teacher "$(teacher vgg13)" \
+    --teacher "$(teacher wrn_40_2)" --teacher "$(teacher resnet32x4)" --teacher "$(teacher resnet56)" \
+    --teacher "$(teacher ResNet50)" -- "$@" || exit 2
 python train_student.py --path_t "$(teacher vgg13)" --distill mlkd --model_s vgg8 -r 1 -a 50 -b 1 -d 20 --trial 1 "$@"
 python train_student.py --path_t "$(teacher wrn_40_2)" --distill mlkd --model_s wrn_40_1 -r 1 -a 50 -b 1 -d 20 --trial 1 "$@"
 python train_student.py --path_t "$(teacher wrn_40_2)" --distill mlkd --model_s wrn_16_2 -r 1 -a 50 -b 1 -d 20 --trial 1 "$@"

@@ -16,6 +16,8 @@ train_teacher() {
         --lr_decay_epochs 150,180,210 --lr_decay_rate 0.1 --weight_decay 5e-4 --momentum 0.9 "$@"
 }
 
+# Prerequisites (python, data, teachers), checked before the first run: one line per missing item, exit 2.
+python scripts/check_prereqs.py --prog run_cifar_vanilla.sh --dataset cifar100 -- "$@" || exit 2
 train_teacher wrn_40_2 "$@"
 train_teacher resnet56 "$@"
 train_teacher resnet110 "$@"

@@ -14,6 +14,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 T=${TEACHER:-./save/models/wrn_40_2_vanilla/ckpt_epoch_240.pth}
+# Prerequisites (python, data, teachers), checked before the first run: one line per missing item, exit 2.
+python scripts/check_prereqs.py --prog run_cifar_wrn.sh --dataset cifar100 --teacher "$T" -- "$@" || exit 2
 
 python train_student.py --path_t "$T" --model_t wrn_40_2 --model_s wrn_16_2 --distill kd -r 0.1 -a 0.9 -b 0 --trial 1 "$@"
 python train_student.py --path_t "$T" --model_t wrn_40_2 --model_s wrn_16_2 --distill hint -a 0 -b 100 --trial 1 "$@"

@@ -41,6 +41,8 @@ student() {
         --distill "$@"
 }
 
+# Prerequisites (python, data, teachers), checked before the first run: one line per missing item, exit 2.
+python scripts/check_prereqs.py --prog run_cifar_zoo.sh --dataset "$DATASETS" -- "$@" || exit 2
 for DATASET in $DATASETS; do
     R20=./save/models/resnet20_${DATASET}_lr_0.1_decay_0.0001_trial_$TRIAL
     R110=./save/models/resnet110_${DATASET}_lr_0.1_decay_0.0001_trial_$TRIAL

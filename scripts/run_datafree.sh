@@ -52,6 +52,9 @@ teacher() {  # $1: the reference's name; $2: RepDistiller's teacher of the same 
 R34=$(teacher resnet34)
 VGG=$(teacher vgg11)
 WRN=$(teacher wrn40_2 ./save/models/wrn_40_2_vanilla/ckpt_epoch_240.pth)
+# Prerequisites (python, data, teachers), checked before the first run: one line per missing item, exit 2.
+python scripts/check_prereqs.py --prog run_datafree.sh --dataset cifar100 --teacher "$R34" --teacher "$VGG" \
+    --teacher "$WRN" -- "$@" || exit 2
 
 python datafree_kd.py --batch_size 256 --lr 0.2 --kd_steps 400 --ep_steps 400 --adv 1.33 --bn 10.0 --oh 0.5 --act 0 --balance 0 --gpu 0 --T 20 --seed 0 --bn_mmt 0.9 --warmup 20 --epochs 220 --dataset cifar100 --method fast_meta --g_steps 2 --lr_z 0.015 --lr_g 5e-3 --teacher resnet34 --student resnet18 --is_maml 1 --reset_l0 1 --reset_bn 0 --save_dir run/r34-2 --log_tag r34-2 --teacher_ckpt "$R34" "$@"
 python datafree_kd.py --batch_size 256 --lr 0.2 --kd_steps 400 --ep_steps 400 --adv 1.33 --bn 10.0 --oh 0.5 --act 0 --balance 0 --gpu 0 --T 20 --seed 0 --bn_mmt 0.9 --warmup 20 --epochs 220 --dataset cifar100 --method fast_meta --g_steps 5 --lr_z 0.01 --lr_g 3e-3 --teacher resnet34 --student resnet18 --is_maml 1 --reset_l0 1 --reset_bn 0 --save_dir run/r34-5 --log_tag r34-5 --teacher_ckpt "$R34" "$@"

@@ -46,6 +46,9 @@ SEMCKD_RECIPE=(--dataset imagenet --data_folder "$DATA" --model_s ResNet18 --bat
                --epochs 90 --learning_rate 0.1 --lr_decay_epochs 30,60 --lr_decay_rate 0.1 --weight_decay 1e-4
                --momentum 0.9)
 EXTRA=("$@")
+# Prerequisites (python, data, teachers), checked before the first run: one line per missing item, exit 2.
+"$PYTHON" scripts/check_prereqs.py --prog run_imagenet_distill.sh -- "${TEACHER[@]}" "${SEMCKD_RECIPE[@]}" \
+    ${EXTRA[@]+"${EXTRA[@]}"} || exit 2
 
 distill() {
     "$PYTHON" -m helper.torchrun --nnodes "$NNODES" --node_rank "$NODE_RANK" \

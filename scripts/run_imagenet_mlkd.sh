@@ -47,6 +47,8 @@ else
     set -- --teacher_weights torchvision "$@"
 fi
 
+# Prerequisites (python, data, teachers), checked before the first run: one line per missing item, exit 2.
+"$PYTHON" scripts/check_prereqs.py --prog run_imagenet_mlkd.sh -- "$@" || exit 2
 "$PYTHON" -m helper.torchrun --nnodes "$NNODES" --node_rank "$NODE_RANK" \
     --nproc_per_node "$NPROC_PER_NODE" --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" \
     train_student.py "$@"

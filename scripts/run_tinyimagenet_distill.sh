@@ -13,6 +13,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 T=${TEACHER:-./save/models/ResNet18_cifar_tinyimagenet_vanilla/ti_res18}
+# Prerequisites (python, data, teachers), checked before the first run: one line per missing item, exit 2.
+python scripts/check_prereqs.py --prog run_tinyimagenet_distill.sh --dataset tinyimagenet --teacher "$T" -- "$@" || exit 2
 RECIPE="--dataset tinyimagenet --batch_size 256 --epochs 200 --learning_rate 0.2 --lr_decay_epochs 60,120,160 --weight_decay 5e-4"
 
 for S in mobilenetv2_tinyimagenet ShuffleV2; do

@@ -61,3 +61,11 @@ def run_student(tmp_path: Path, teacher_ckpt: Path):
         return run_cli("train_student.py", [*base, *args], tmp_path, check=check)
 
     return run
+
+
+def after_prereq_check(calls: list[list[str]]) -> list[list[str]]:
+    """A run script's recorded calls (each [program, *args]) after its prerequisite check, which, when the
+    script got that far, is its first call and its only one."""
+    checks = [i for i, call in enumerate(calls) if call[1:2] == ["scripts/check_prereqs.py"]]
+    assert checks in ([], [0]), calls
+    return calls[len(checks):]

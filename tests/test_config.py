@@ -3,6 +3,7 @@ r:1 for an omitted -r, accuracies as tensors in checkpoints, --tb_freq accepted.
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -96,6 +97,9 @@ def test_run_folder_records_its_configuration_and_repeats_from_it(run_student, t
     assert record["code"] is None or len(record["code"]["git_commit"]) == 40
     teacher_line = next(line for line in proc.stdout.splitlines() if line.startswith("teacher accuracy:"))
     assert f"{record['teacher']['test_acc']:.2f}" == teacher_line.split()[-1]
+    teacher_file = record["options"]["path_t"]  # the file's own hash: a table can tell teachers apart by it
+    assert record["teacher"]["file"] == teacher_file
+    assert record["teacher"]["sha256"] == hashlib.sha256((tmp_path / teacher_file).read_bytes()).hexdigest()
     # RepDistiller's checkpoint fields are tensors (its users call .item()).
     best = torch.load(run / "resnet8_best.pth", weights_only=True)
     periodic = torch.load(run / "ckpt_epoch_1.pth", weights_only=True)

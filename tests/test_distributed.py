@@ -388,7 +388,8 @@ def test_imagenet_script_splits_the_global_batch_and_passes_the_rendezvous(tmp_p
            "MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "29400"}
     subprocess.run(["bash", str(ROOT / "scripts" / "run_imagenet_distill.sh"), "--num_workers", "4"], env=env,
                    check=True, timeout=60)
-    calls = [line.split() for line in (tmp_path / "calls").read_text().splitlines()]
+    check, *calls = [line.split() for line in (tmp_path / "calls").read_text().splitlines()]
+    assert check[:3] == ["scripts/check_prereqs.py", "--prog", "run_imagenet_distill.sh"]  # before any run
     assert [c[c.index("--distill") + 1] for c in calls] == ["kd", "hint", "attention", "crd", "crd"]
     for call in calls:
         assert call[:11] == ["-m", "helper.torchrun", "--nnodes", "2", "--node_rank", "1", "--nproc_per_node",

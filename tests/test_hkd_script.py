@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, after_prereq_check
 
 from helper.naming import arch_from_path, student_run_name
 from models import model_dict
@@ -44,7 +44,7 @@ def run(tmp_path: Path, how: str, *args: str, **env: str) -> tuple[subprocess.Co
     full_env = {**base, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CALLS_LOG": str(log), **env}
     proc = subprocess.run([*argv, *args], cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=60)
     calls = [line.split("\t") for line in log.read_text().splitlines()] if log.exists() else []
-    return proc, calls
+    return proc, after_prereq_check(calls)
 
 
 def pass_1_folder(call: list[str]) -> str:

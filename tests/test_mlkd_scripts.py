@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import after_prereq_check
 
 import train_student
 
@@ -57,7 +58,7 @@ def run(how: str, tree: Path, script: str, *args: str, **env: str) -> tuple[subp
                 **env}
     proc = subprocess.run([*argv, *args], cwd=tree, env=full_env, capture_output=True, text=True, timeout=60)
     calls = [line.split("\t") for line in log.read_text().splitlines()] if log.exists() else []
-    return proc, calls
+    return proc, after_prereq_check(calls)
 
 
 def cifar_call(teacher_file: str, student: str) -> list[str]:

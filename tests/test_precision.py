@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from helper import precision
+from helper.errors import UserError
 from helper.precision import cpu_has_fast_bf16, resolve_precision
 from helper.setup import setup_runtime
 
@@ -56,3 +57,37 @@ def test_each_precision_trains_with_finite_losses(run_student, tmp_path, name, m
     [metrics] = (tmp_path / "save/student_model").glob("*/metrics.jsonl")
     [row] = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert all(math.isfinite(row[key]) for key in ("loss", "loss_cls", "loss_div", "loss_kd", "test_loss"))
+
+
+@pytest.fixture
+def apple_gpu(monkeypatch):
+    """A Mac with Apple silicon: no CUDA, torch's mps backend available."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+
+
+def test_auto_device_is_mps_on_a_mac_and_trains_in_fp32(apple_gpu, monkeypatch):
+    assert precision.resolve_device("auto") == torch.device("mps")
+    assert precision.resolve_device("mps") == torch.device("mps")
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)  # a fast CPU does not decide mps's precision
+    assert resolve_precision("auto", torch.device("mps")) == "fp32"
+    assert resolve_precision("bf16", torch.device("mps")) == "bf16"  # asked for explicitly: as asked
+
+
+def test_auto_prefers_cuda_and_falls_back_to_cpu_without_mps(monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert precision.resolve_device("auto") == torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert precision.resolve_device("auto") == CPU
+
+
+def test_mps_where_there_is_none_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(UserError, match=r"--device mps: Apple's Metal \(mps\) backend is not available here"):
+        precision.resolve_device("mps")
+    with pytest.raises(UserError, match="use auto, cpu, cuda, cuda:N or mps"):
+        precision.resolve_device("tpu")

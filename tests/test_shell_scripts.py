@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import after_prereq_check
 
 from distiller_zoo.registry import method_names
 
@@ -96,7 +97,7 @@ def run(how: str, tree: Path, script: str, *args: str, path: str | None = None, 
                 "CALLS_LOG": str(log), "OMP_NUM_THREADS": "1", **env}
     proc = subprocess.run([*argv, *args], cwd=tree, env=full_env, capture_output=True, text=True, timeout=120)
     calls = [line.split("\t") for line in log.read_text().splitlines()] if log.exists() else []
-    return proc, calls
+    return proc, after_prereq_check(calls)
 
 
 def rd_distill_calls(extra: list[str]) -> list[list[str]]:
@@ -114,7 +115,7 @@ def script_lines(script: str, extra: list[str]) -> list[list[str]]:
     """The script's own `python ...` lines as argv lists, "$@" replaced by ``extra``."""
     calls = []
     for line in (ROOT / script).read_text().splitlines():
-        if line.startswith("python "):
+        if line.startswith("python ") and "check_prereqs.py" not in line:
             argv = shlex.split(line, comments=True)
             i = argv.index("$@")
             calls.append(argv[:i] + extra + argv[i + 1:])
@@ -202,6 +203,7 @@ def offline_path(tree: Path, downloader: str) -> str:
     bin_dir.mkdir()
     for tool in ("dirname", "basename", "tr", "sed", "tail", "mkdir", "rm", "rmdir", "mv", "cat"):
         (bin_dir / tool).symlink_to(shutil.which(tool))
+    executable(bin_dir / "python3", STANDIN)  # the teacher check's python: ready (nothing gets as far as a check)
     if downloader != "none":
         executable(bin_dir / downloader, f"#!/bin/sh\necho '{downloader}: (6) Could not resolve host: stand-in' >&2\n"
                                          "exit 6\n")
@@ -224,37 +226,51 @@ def test_fetch_offline_prints_one_line_per_file_and_fails(tree, how, downloader)
     proc, _ = run(how, tree, "scripts/fetch_pretrained_teachers.sh", "resnet8", "vgg13", path=path, TEACHER_URL=url)
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [
-        "fetch_pretrained_teachers.sh: resnet8: not a published teacher; choose from: " + " ".join(PUBLISHED),
+        "fetch_pretrained_teachers.sh: resnet8: not a published teacher; choose from: " + " ".join(PUBLISHED)
+        + " (CIFAR-100), tinyimagenet",
         f"fetch_pretrained_teachers.sh: vgg13: download of {url}/vgg13_vanilla/ckpt_epoch_240.pth failed ({why})"]
 
 
+PIP = ["python", "-m", "pip", "install", "-q"]
+
+
 @pytest.mark.parametrize("how", HOW)
-def test_setup_env_creates_the_venv_once(tree, how):
+def test_setup_env_installs_each_level_once(tree, how):
     proc, calls = run(how, tree, "scripts/setup_env.sh")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"{tree}/.venv/bin/python\n"
-    assert calls == [["python3", "-m", "venv", ".venv"], ["python", "-m", "pip", "install", "-q", "--upgrade", "pip"],
-                     ["python", "-m", "pip", "install", "-q", "-r", "requirements-dev.txt"]]
+    assert calls == [["python3", "-m", "venv", ".venv"], [*PIP, "--upgrade", "pip"], [*PIP, "-r", "requirements.txt"]]
     proc, calls = run(how, tree, "scripts/setup_env.sh")
     assert proc.returncode == 0 and proc.stdout == f"{tree}/.venv/bin/python\n" and calls == []  # stamped
-    with open(tree / "requirements-dev.txt", "a") as f:
+    proc, calls = run(how, tree, "scripts/setup_env.sh", "dev")  # test.sh's level: a base venv is upgraded once
+    assert proc.returncode == 0 and calls == [[*PIP, "--upgrade", "pip"], [*PIP, "-r", "requirements-dev.txt"]]
+    for level in ("dev", "base"):  # a dev venv has what either level needs
+        proc, calls = run(how, tree, "scripts/setup_env.sh", level)
+        assert proc.returncode == 0 and calls == [], level
+    with open(tree / "requirements-plot.txt", "a") as f:
         f.write("# changed\n")
-    proc, calls = run(how, tree, "scripts/setup_env.sh")
+    proc, calls = run(how, tree, "scripts/setup_env.sh", "dev")
     assert proc.returncode == 0 and [call[-1] for call in calls] == ["pip", "requirements-dev.txt"]
+    proc, calls = run(how, tree, "scripts/setup_env.sh", "everything")
+    assert proc.returncode == 2 and calls == [] and proc.stderr.count("\n") == 1 and "unknown level" in proc.stderr
 
 
 @pytest.mark.parametrize("how", ["sh", "bash"])
-def test_setup_env_fails_when_pip_fails(tree, how):
-    proc, calls = run(how, tree, "scripts/setup_env.sh", STANDIN_FAIL="requirements-dev.txt")
-    assert proc.returncode != 0 and proc.stdout == ""
-    assert not (tree / ".venv" / ".requirements.sha").exists()
+@pytest.mark.parametrize("level", ["base", "dev"])
+def test_setup_env_fails_when_pip_fails(tree, how, level):
+    file = {"base": "requirements.txt", "dev": "requirements-dev.txt"}[level]
+    proc, calls = run(how, tree, "scripts/setup_env.sh", level, STANDIN_FAIL=file)
+    assert proc.returncode != 0 and proc.stdout == "" and calls[-1][-1] == file
+    assert not (tree / ".venv" / ".requirements.stamp").exists()
 
 
 @pytest.mark.parametrize("how", HOW)
 def test_quickstart_reaches_its_python_calls(tree, how):
     proc, calls = run(how, tree, "scripts/quickstart.sh", EPOCHS="3")
     assert proc.returncode == 0, proc.stderr
-    assert calls[0] == ["python3", "-m", "venv", ".venv"]  # set up through scripts/setup_env.sh
+    # set up through scripts/setup_env.sh, with requirements.txt alone (no test, plot or DALI packages)
+    assert calls[:3] == [["python3", "-m", "venv", ".venv"], [*PIP, "--upgrade", "pip"],
+                         [*PIP, "-r", "requirements.txt"]]
     runs = [call for call in calls if call[1].startswith(("train_", "scripts/"))]
     common = ["--dataset", "synthetic", "--syn_classes", "100", "--syn_val_size", "1000", "--num_workers", "0",
               "--precision", "auto", "--seed", "0", "--trial", "quickstart"]
@@ -298,6 +314,7 @@ def test_test_sh_lints_then_tests(tree, how, script):
     proc, calls = run(how, tree, script, *(["-q", "-x"] if script == "scripts/test.sh" else []))
     assert proc.returncode == 0, proc.stderr
     linted = sorted(f"scripts/{p.name}" for p in SCRIPTS.glob("*.sh")) + [".ci/run"]
+    assert calls[2] == [*PIP, "-r", "requirements-dev.txt"]
     assert calls[3:] == [["shellcheck", *linted], ["python", "-m", "ruff", "check", "."],
                          ["python", "-m", "pytest", "-n", "2", *(["-q", "-x"] if script == "scripts/test.sh" else [])]]
 

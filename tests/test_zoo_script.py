@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, after_prereq_check
 from test_dataset import skip_md5, write_fake_cifar  # noqa: F401 - skip_md5 is a fixture
 from torchvision import datasets
 
@@ -79,7 +79,7 @@ def run(tmp_path: Path, how: str, *args: str, **env: str) -> tuple[subprocess.Co
     full_env = {**base, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CALLS_LOG": str(log), **env}
     proc = subprocess.run([*argv, *args], cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=60)
     calls = [line.split("\t") for line in log.read_text().splitlines()] if log.exists() else []
-    return proc, calls
+    return proc, after_prereq_check(calls)
 
 
 def flag(call: list[str], name: str) -> str:
