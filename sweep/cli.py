@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.executor == "slurm":
         from sweep.slurm import run_slurm
 
-        return run_slurm(items, record, args)
+        return run_slurm(items, record, args, name)
     from sweep.local import run_local, slot_envs
 
     envs = slot_envs(args.gpus, args.per_gpu, args.slots, args.threads)

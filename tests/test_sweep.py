@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -181,3 +182,73 @@ def _command(workdir: Path, grid: Path, index: int) -> list[str]:
     spec.pop("name")
     cwd, args = grid_calls(spec, workdir)[index]
     return describe(args, cwd).command()
+
+
+SLURM_FLAGS = ["--partition", "gpu", "--gpus-per-node", "2", "--timeout-min", "600", "--mem", "32G",
+               "--cpus-per-task", "8", "--account", "lab", "--qos", "high", "--constraint", "a100",
+               "--slurm", "exclude=node7"]
+
+
+def test_slurm_sbatch_script_carries_the_flags(tmp_path):
+    pytest.importorskip("submitit")
+    from sweep.cli import parse_args
+    from sweep.slurm import sbatch_text
+
+    args, _ = parse_args(["--preset", "kdzoo", "--executor", "slurm", *SLURM_FLAGS])
+    text = sbatch_text(args, "kdzoo", tmp_path, runs=46)
+    for line in ["--partition=gpu", "--gpus-per-node=2", "--time=600", "--mem=32G", "--cpus-per-task=8",
+                 "--account=lab", "--qos=high", "--constraint=a100", "--exclude=node7", "--array=0-45%46",
+                 "--signal=USR2@90", "--job-name=sweep_kdzoo"]:
+        assert f"#SBATCH {line}\n" in text, line
+
+
+def test_slurm_without_submitit_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit raises ImportError
+    from helper.errors import run_cli
+
+    with pytest.raises(SystemExit) as exc:
+        run_cli(main, ["--from-script", str(ROOT / "scripts/run_cifar_hkd.sh"), "--executor", "slurm", "--dry-run"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.endswith("error: --executor slurm needs submitit: pip install -r requirements-slurm.txt")
+
+
+def test_slurm_preempted_run_requeues_and_resumes_to_the_same_weights(tmp_path, capsys, monkeypatch):
+    """submitit's local executor: the student's job is signalled as Slurm signals a preempted job; its run
+    stops at a checkpoint (exit 75), the task is requeued and resumes; the weights equal an uninterrupted run's."""
+    submitit = pytest.importorskip("submitit")
+    from sweep.cli import parse_args
+    from sweep.slurm import SweepTask, make_executor
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(Path(submitit.__file__).parents[1])]))
+    grid = _grid(tmp_path, pairs=[{"teacher": "resnet8", "student": "resnet8"}], methods=["kd"],
+                 args=[*TINY, "--epochs", "3", "--syn_train_size", "1024"], teacher_args=["--model", "resnet8", "--epochs", "1"])
+    reference, preempted = tmp_path / "ref", tmp_path / "preempted"
+    for work in (reference, preempted):
+        work.mkdir()
+    assert _sweep(capsys, reference, "--grid", str(grid), "--threads", "1")[0] == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    teacher_cmd, student_cmd = [_command(preempted, grid, i) for i in (0, 1)]
+    subprocess.run(teacher_cmd, cwd=preempted, env=env, check=True, capture_output=True)
+    run = describe(student_cmd[1:], preempted)
+    args, _ = parse_args(["--grid", str(grid), "--executor", "slurm", "--cluster", "local", "--timeout-min", "30"])
+    executor = make_executor(tmp_path / "slurm", args, "t")
+    log = tmp_path / "student.log"
+    job = executor.submit(SweepTask(run, log, {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}))
+    deadline = time.time() + 180
+    while not (run.folder / "ckpt_last.pth").exists():
+        assert not job.done() and time.time() < deadline, job.stderr()
+        time.sleep(0.05)
+    # Slurm signals a job's tasks (--signal=USR2@90) on preemption or near its time limit; submitit's local
+    # executor runs the task as a child of its controller process
+    controller = job._process.pid
+    task = int(Path(f"/proc/{controller}/task/{controller}/children").read_text().split()[0])
+    os.kill(task, signal.SIGUSR2)
+    job.result()
+    text = log.read_text()
+    assert "exit 75" in job.stderr() or "resume" in text, job.stderr()
+    assert "# start:" in text and "# resume:" in text and text.index("# start:") < text.index("# resume:")
+    weights = [torch.load(next(w.glob("save/student_model/S:*/resnet8_last.pth")), weights_only=True)["model"]
+               for w in (reference, preempted)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
