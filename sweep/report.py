@@ -46,9 +46,11 @@ def report(folders: list[Path], source: str | None, layout: str, cwd: Path, pyth
         command = [python, str(SUMMARIZE), *map(str, folders), "--layout", layout, "--json", str(out)]
         if source:
             command += ["--source", source]
-        code = subprocess.run(command, cwd=cwd).returncode
-        if code != 0 or not out.exists():
-            return code or 1
+        proc = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+        print(proc.stdout, end="")
+        print(proc.stderr, end="", file=sys.stderr)
+        if proc.returncode != 0 or not out.exists():
+            return proc.returncode or 1
         groups = json.loads(out.read_text())["groups"]
     marks = []
     for g in groups:

@@ -19,6 +19,7 @@ from test_shell_scripts import tree  # noqa: F401  (the fixture: a checkout with
 from sweep.cli import main
 from sweep.grid import grid_calls
 from sweep.presets import preset_calls
+from sweep.report import off_published
 from sweep.runs import describe
 from sweep.script import script_calls
 
@@ -135,6 +136,10 @@ def test_local_slots_teacher_first_failure_reported_done_skipped(tmp_path, capsy
     assert _sweep(capsys, work, "--grid", str(grid), "--dry-run")[1].count("4 runs: 4 done, 0 partial") == 1
     code, out = _sweep(capsys, work, "--grid", str(grid), "--slots", "2")
     assert code == 0 and "start #" not in out and out.count("skipped (done)") == 4
+    code, out = _sweep(capsys, work, "--grid", str(grid), "--report")
+    assert code == 0 and "S:resnet8" not in out  # summarize's table: one group of 3 trials, not run folders
+    row = next(line for line in out.splitlines() if line.startswith("| resnet8 | resnet8 | synthetic | kd"))
+    assert "(3)" in row and "| published |" in out and "Against the published figures (0 of 2 cells have" in out
 
     bad = _grid(tmp_path, trials=["x"], methods=["kd", "attention"],
                 pairs=[{"teacher": "resnet8", "student": "resnet8", "path_t": "missing/resnet8_last.pth"}])
@@ -223,7 +228,8 @@ def test_slurm_preempted_run_requeues_and_resumes_to_the_same_weights(tmp_path, 
 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(Path(submitit.__file__).parents[1])]))
     grid = _grid(tmp_path, pairs=[{"teacher": "resnet8", "student": "resnet8"}], methods=["kd"],
-                 args=[*TINY, "--epochs", "3", "--syn_train_size", "1024"], teacher_args=["--model", "resnet8", "--epochs", "1"])
+                 args=[*TINY, "--epochs", "3", "--syn_train_size", "1024"],
+                 teacher_args=["--model", "resnet8", "--epochs", "1"])
     reference, preempted = tmp_path / "ref", tmp_path / "preempted"
     for work in (reference, preempted):
         work.mkdir()
@@ -252,3 +258,13 @@ def test_slurm_preempted_run_requeues_and_resumes_to_the_same_weights(tmp_path, 
     weights = [torch.load(next(w.glob("save/student_model/S:*/resnet8_last.pth")), weights_only=True)["model"]
                for w in (reference, preempted)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_report_marks_cells_off_the_published_figure():
+    one = {"n": 1, "published_diff": -1.5, "published_metric": "last", "last_std": None}
+    assert off_published(one) == "-1.50 points with one trial"
+    assert off_published(one | {"published_diff": 0.9}) is None
+    three = {"n": 3, "published_diff": 0.8, "published_metric": "best", "best_std": 0.5, "last_std": 0.1}
+    assert off_published(three) is None  # within 2 std of the best-epoch figure it is compared with
+    assert off_published(three | {"published_diff": -1.2}) == "-1.20 points, 2.4 std"
+    assert off_published({"n": 2, "published_diff": None}) is None
