@@ -12,6 +12,8 @@ from pathlib import Path
 
 from helper.errors import UserError
 
+# The scripts' own prerequisite check (scripts/check_prereqs.py): not a run; the sweep runs teachers first itself
+PREREQ_CHECK = "check_prereqs.py"
 # Each call: its directory, then its arguments, each followed by RS (\036); the call ends with GS (\035).
 _STANDIN = r"""#!/bin/sh
 { printf '%s\036' "$PWD"; for a in "$@"; do printf '%s\036' "$a"; done; printf '\035'; } >> "$SWEEP_CALLS"
@@ -42,5 +44,6 @@ def script_calls(script: Path, extra: list[str], env: dict[str, str] | None = No
     found = []
     for call in text.split("\035")[:-1]:
         cwd, *args = call.split("\036")[:-1]
-        found.append((Path(cwd), args))
+        if not (args and Path(args[0]).name == PREREQ_CHECK):
+            found.append((Path(cwd), args))
     return found
