@@ -20,11 +20,12 @@ from helper.teacher import FrozenTeacher
 from models import IMAGENET_MODELS, build_model, model_dict
 from models.mobilenetv2 import MobileNetV2
 from models.mobilenetv2_imagenet import MobileNetV2 as MobileNetV2Imagenet
+from models.mobilenetv2_tinyimagenet import MobileNetV2TinyImageNet
 from models.wrn import WideResNet
 
 # one model per family (class) of models.model_dict
 FAMILIES = ["resnet8", "ResNet50", "wrn_16_1", "vgg8", "MobileNetV2", "ShuffleV1", "ShuffleV2", "ResNet18",
-            "MobileNetV1", "MobileNetV2_Imagenet", "ShuffleV2_Imagenet"]
+            "MobileNetV1", "MobileNetV2_Imagenet", "ShuffleV2_Imagenet", "mobilenetv2_tinyimagenet"]
 
 
 def features(name: str, size: int = 32, preact: bool = True, seed: int = 0) -> list[torch.Tensor]:
@@ -119,7 +120,7 @@ def test_relu_of_the_preact_maps_is_the_post_activation_map(name):
     pre, post = features(name, size, preact=True), features(name, size, preact=False)
     model = build_model(name, 10)
     for p, q in zip(pre[1:-1], post[1:-1], strict=True):
-        if isinstance(model, (MobileNetV2, MobileNetV2Imagenet)):
+        if isinstance(model, (MobileNetV2, MobileNetV2Imagenet, MobileNetV2TinyImageNet)):
             assert torch.equal(p, q), name
         elif isinstance(model, WideResNet):
             assert not torch.allclose(torch.relu(p), q), name
