@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from dataset import DatasetUnavailable
-from dataset.transfer import build_any, probe_bundle
+from dataset import DatasetUnavailable, build_data
+from dataset.transfer import probe_bundle
 from helper.compile import plan_compile
 from helper.config_file import parse_with_config
 from helper.distributed import rank_zero_first
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     size = opt.image_size or input_size(opt.model_s)
     opt.image_size = size
     with rank_zero_first(rt.info), as_user_errors(ValueError, DatasetUnavailable):
-        bundle = probe_bundle(build_any(opt), size)
+        bundle = probe_bundle(build_data(opt), size)
     print(f"transfer {opt.model_s} from {opt.path_s} to {bundle.name}: {bundle.num_classes} classes, "
           f"{len(bundle.train)} train / {len(bundle.val)} val images at {size}x{size}")
     head = attach_probe(model, size, bundle.num_classes)

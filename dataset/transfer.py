@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import DATASETS, build_data
 from .base import DataBundle, crop_flip_transforms
-
-ALL_DATASETS = tuple(DATASETS)
-build_any = build_data  # every data set trains and transfers alike since Tiny-ImageNet and STL-10 joined DATASETS
 
 
 def probe_bundle(bundle: DataBundle, size: int) -> DataBundle:

@@ -14,9 +14,8 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
-from dataset import DatasetUnavailable, add_data_args, make_val_loader
+from dataset import DATASETS, DatasetUnavailable, add_data_args, build_data, make_val_loader
 from dataset.base import DataBundle
-from dataset.transfer import ALL_DATASETS, build_any
 from helper.errors import UserError, as_user_errors
 from helper.figures import run_name
 from helper.model_file import check_classes, load_model_file, resolve_model_file
@@ -53,8 +52,8 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 
 def check_common_args(opt: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    if opt.dataset not in ALL_DATASETS:
-        parser.error(f"unknown --dataset '{opt.dataset}'; choose one of: {', '.join(ALL_DATASETS)}")
+    if opt.dataset not in DATASETS:
+        parser.error(f"unknown --dataset '{opt.dataset}'; choose one of: {', '.join(DATASETS)}")
     for name in ("batch_size", "dpi"):
         if getattr(opt, name) <= 0:
             parser.error(f"--{name} must be positive, got {getattr(opt, name)}")
@@ -66,7 +65,7 @@ def check_common_args(opt: argparse.Namespace, parser: argparse.ArgumentParser) 
 
 def load_data(opt: argparse.Namespace) -> DataBundle:
     with as_user_errors(ValueError, DatasetUnavailable):
-        return build_any(opt)
+        return build_data(opt)
 
 
 def load_network(path: str, arch: str | None, bundle: DataBundle, device: torch.device) -> tuple[nn.Module, str, str]:

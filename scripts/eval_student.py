@@ -18,8 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dataset import DatasetUnavailable, add_data_args  # noqa: E402
-from dataset.transfer import ALL_DATASETS, build_any  # noqa: E402
+from dataset import DATASETS, DatasetUnavailable, add_data_args, build_data  # noqa: E402
 from helper.config_file import parse_with_run_data  # noqa: E402
 from helper.engine import validate  # noqa: E402
 from helper.errors import as_user_errors, run_cli  # noqa: E402
@@ -41,8 +40,8 @@ def parse_option(argv: list[str] | None = None) -> argparse.Namespace:
     s.add_argument("--channels_last", action=argparse.BooleanOptionalAction, default=True)
     s.add_argument("--loader", default="auto", choices=["auto", "memory", "torchvision"])
     opt = parse_with_run_data(parser, argv, ("path",))
-    if opt.dataset not in ALL_DATASETS:
-        parser.error(f"unknown --dataset '{opt.dataset}'; choose one of: {', '.join(ALL_DATASETS)}")
+    if opt.dataset not in DATASETS:
+        parser.error(f"unknown --dataset '{opt.dataset}'; choose one of: {', '.join(DATASETS)}")
     if opt.model_s is not None and opt.model_s not in model_dict:
         parser.error(f"unknown --model_s '{opt.model_s}'; choose one of: {', '.join(model_dict)}")
     if opt.batch_size <= 0:
@@ -56,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     model, arch, _ = load_model_file(opt.path, opt.model_s)
     rt = setup_runtime(opt)
     with as_user_errors(ValueError, DatasetUnavailable):
-        bundle = build_any(opt)
+        bundle = build_data(opt)
     check_classes(model, bundle, opt.path)
     loader = build_val_loader(opt, bundle, rt)
     result = validate(place_model(model, rt), loader, rt.device, rt.channels_last, rt.autocast, rt.info)
